@@ -1,0 +1,197 @@
+"""MNIST and CIFAR-10: loading, checking, and tf.data input pipelines.
+
+Sources, in order: a directory holding `mnist.npz` / `cifar10.npz` in the
+`keras.datasets` layout (`--data_dir`, else `$KZERO_DATA_DIR`), then
+tensorflow-datasets (which downloads). Local files are looked for first because
+an offline `tfds.load` retries for minutes before it fails.
+"""
+
+import os
+import socket
+import zipfile
+
+import numpy as np
+
+__all__ = ["DataError", "DATASETS", "load_arrays", "make_pipelines", "pad_crop_flip"]
+
+DATA_DIR_ENV = "KZERO_DATA_DIR"
+
+
+class DataError(Exception):
+    """A dataset that cannot be found or read; the message is one line that
+    names the file and the fix."""
+
+
+class _Spec:
+    def __init__(self, image_shape, tfds_name, download_host, mean, std):
+        self.image_shape = image_shape
+        self.tfds_name = tfds_name
+        self.download_host = download_host
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+
+DATASETS = {
+    "mnist": _Spec((28, 28), "mnist", "storage.googleapis.com", [0.1307], [0.3081]),
+    # Per-channel train-set statistics (shared/data/README.md).
+    "cifar10": _Spec((32, 32, 3), "cifar10", "www.cs.toronto.edu",
+                     [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+}
+
+_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _check_arrays(arrays, dataset, source):
+    spec = DATASETS[dataset]
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.shape[1:] != spec.image_shape:
+            raise DataError(
+                f"{source}: x_{split} is {x.dtype}{list(x.shape)}, expected uint8"
+                f"[N, {', '.join(map(str, spec.image_shape))}] (keras.datasets layout)"
+            )
+        if y.shape != (len(x),):
+            raise DataError(
+                f"{source}: y_{split} has shape {list(y.shape)}, expected [{len(x)}]"
+            )
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            raise DataError(
+                f"{source}: y_{split} holds labels outside 0..9 "
+                f"({int(y.min())}..{int(y.max())})"
+            )
+
+
+def _load_npz(path, dataset):
+    try:
+        with np.load(path) as npz:
+            missing = [k for k in _KEYS if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {', '.join(missing)}"
+                                " (keras.datasets layout expected)")
+            arrays = {k: npz[k] for k in _KEYS}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: unreadable or truncated npz ({e}); "
+                        "replace it with a good copy") from None
+    arrays["y_train"] = arrays["y_train"].reshape(-1)
+    arrays["y_test"] = arrays["y_test"].reshape(-1)
+    _check_arrays(arrays, dataset, path)
+    return arrays
+
+
+def _can_reach(host, port=443, timeout=3.0):
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_tfds(dataset):
+    spec = DATASETS[dataset]
+    hint = (f"no local {dataset}.npz: pass --data_dir=DIR (or set {DATA_DIR_ENV}) "
+            f"to a directory holding {dataset}.npz in the keras.datasets layout")
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(f"{hint}, or install tensorflow-datasets to download it") from None
+    builder = tfds.builder(spec.tfds_name)
+    if not builder.is_prepared() and not _can_reach(spec.download_host):
+        raise DataError(f"{hint}; tensorflow-datasets cannot download it "
+                        f"({spec.download_host} is unreachable)")
+    builder.download_and_prepare()
+    arrays = {}
+    for split in ("train", "test"):
+        data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        arrays[f"x_{split}"] = data["image"].reshape((-1,) + spec.image_shape)
+        arrays[f"y_{split}"] = data["label"].astype(np.uint8)
+    _check_arrays(arrays, dataset, f"tensorflow-datasets {spec.tfds_name}")
+    return arrays
+
+
+def resolve_data_dir(data_dir=None):
+    """The directory to read npz files from: the flag, else the environment."""
+    return data_dir or os.environ.get(DATA_DIR_ENV) or None
+
+
+def load_arrays(dataset, data_dir=None):
+    """Returns {x_train, y_train, x_test, y_test} as numpy arrays, images uint8
+    in the `keras.datasets` layout, labels 0..9.
+
+    Raises `DataError` with a one-line message when no source works.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+    data_dir = resolve_data_dir(data_dir)
+    if data_dir:
+        path = os.path.join(data_dir, f"{dataset}.npz")
+        if not os.path.isfile(path):
+            raise DataError(f"{path} not found: put {dataset}.npz (keras.datasets layout) "
+                            f"there, or unset --data_dir/{DATA_DIR_ENV} to download it")
+        return _load_npz(path, dataset)
+    return _load_tfds(dataset)
+
+
+def pad_crop_flip(images, seed, pad=4):
+    """Per image: zero-pad by `pad`, crop back to the original size at a random
+    offset, flip left-right with probability 1/2. `images` is a float batch
+    [B, H, W, C]; `seed` a stateless seed of shape [2]. Works on a whole batch at
+    once, so it is cheap enough to never starve the model."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    offsets = tf.random.stateless_uniform([batch, 2], crop_seed, 0, 2 * pad + 1, tf.int32)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    rows = offsets[:, :1] + tf.range(height)[None, :]
+    cols = offsets[:, 1:] + tf.range(width)[None, :]
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
+
+
+def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=False,
+                   max_examples=None):
+    """Returns `(train, test)` tf.data pipelines of (float32 images [B, H, W, C]
+    scaled to [0, 1], int32 labels).
+
+    The training split is reshuffled every epoch (deterministically from `seed`).
+    `normalize` subtracts the per-channel mean and divides by the std;
+    `augment` adds pad-4 random crops and horizontal flips to the training
+    split only. `max_examples` keeps the first N examples of each split.
+    """
+    import tensorflow as tf
+
+    spec = DATASETS[dataset]
+    mean = spec.mean.reshape(1, 1, 1, -1)
+    std = spec.std.reshape(1, 1, 1, -1)
+
+    def preprocess(images, labels):
+        images = tf.cast(images, tf.float32) / 255.0
+        if len(spec.image_shape) == 2:
+            images = images[..., None]
+        if normalize:
+            images = (images - mean) / std
+        return images, tf.cast(labels, tf.int32)
+
+    def split(name):
+        x, y = arrays[f"x_{name}"], arrays[f"y_{name}"]
+        if max_examples:
+            x, y = x[:max_examples], y[:max_examples]
+        return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
+
+    train, n_train = split("train")
+    train = train.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
+    train = train.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        train = tf.data.Dataset.zip((train, seeds)).map(
+            lambda batch, s: (pad_crop_flip(batch[0], s), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    test, _ = split("test")
+    test = test.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,238 @@
+"""Runs a grid of experiments: models x init schemes x bias scales x seeds.
+
+    python -m kzero.run --flagfile=flags/mnist_cnn.flags [--epochs=1 --runs=1 ...]
+
+Each run writes `<output_dir>/<experiment>/<variant>/seed_<k>/` holding
+`config.json`, `metrics.csv`, `summary.json` and a TensorBoard event file.
+Finished runs are skipped when the command is repeated (`--overwrite` redoes them).
+"""
+
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+# What to train.
+flags.DEFINE_string("experiment", None,
+                    "Name of the experiment directory; default <dataset>_<models>.")
+flags.DEFINE_string("dataset", "mnist", "mnist or cifar10.")
+flags.DEFINE_list("model", ["fnn"], "Models: logreg, fnn, cnn, resnet50 (cifar10 only).")
+flags.DEFINE_list("inits", ["lecun", "zero_normal", "zero_uniform"],
+                  "Init schemes: lecun, zero, zero_normal, zero_uniform, keras_default.")
+flags.DEFINE_list("bias_scales", ["1"],
+                  "Bias scales for the zero_normal and zero_uniform schemes.")
+flags.DEFINE_string("activation", "elu",
+                    "Activation after every layer but the last: elu, relu, leaky_relu, "
+                    "selu, sigmoid, tanh.")
+flags.DEFINE_string("init_scope", "all",
+                    "Layers the init scheme reaches: all, or paper_code (only the stem "
+                    "conv and the last layer, as in the paper's public ResNet-50 code).")
+# How to train.
+flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+flags.DEFINE_integer("runs", 5, "Seeds per variant: seed, seed+1, ...")
+flags.DEFINE_integer("seed", 0, "Base seed.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("max_examples", None,
+                     "Use only the first N examples of each split (quick tries, tests).")
+# Where.
+flags.DEFINE_string("data_dir", None,
+                    "Directory holding mnist.npz / cifar10.npz (keras.datasets layout); "
+                    "default $KZERO_DATA_DIR, else download with tensorflow-datasets.")
+flags.DEFINE_string("output_dir", "runs", "Where run directories are written.")
+flags.DEFINE_boolean("overwrite", False, "Redo runs that already finished.")
+
+
+class FlagError(ValueError):
+    pass
+
+
+def _check(flag, value, valid):
+    if value not in valid:
+        raise FlagError(f"--{flag}={value}: not valid; choose from {', '.join(valid)}")
+
+
+def validate_flags():
+    """Checks every flag before anything is trained or written.
+
+    Returns the parsed bias scales."""
+    from kzero.data import DATASETS
+    from kzero.initializers import SCHEMES
+    from kzero.models import ACTIVATIONS, MODELS
+    from kzero.train import INIT_SCOPES
+
+    _check("dataset", FLAGS.dataset, DATASETS)
+    if not FLAGS.model:
+        raise FlagError("--model is empty; choose from " + ", ".join(MODELS))
+    for model in FLAGS.model:
+        _check("model", model, MODELS)
+        if FLAGS.dataset not in MODELS[model][1]:
+            raise FlagError(f"--model={model}: not defined for --dataset={FLAGS.dataset}; "
+                            f"it is for {', '.join(MODELS[model][1])}")
+    if not FLAGS.inits:
+        raise FlagError("--inits is empty; choose from " + ", ".join(SCHEMES))
+    for init in FLAGS.inits:
+        _check("inits", init, SCHEMES)
+    _check("activation", FLAGS.activation, ACTIVATIONS)
+    _check("init_scope", FLAGS.init_scope, INIT_SCOPES)
+    scales = []
+    for text in FLAGS.bias_scales:
+        try:
+            scale = float(text)
+        except ValueError:
+            scale = float("nan")
+        if not scale > 0 or scale == float("inf"):
+            raise FlagError(f"--bias_scales={text}: must be a positive number")
+        scales.append(scale)
+    for name in ("epochs", "runs", "batch_size"):
+        if getattr(FLAGS, name) < 1:
+            raise FlagError(f"--{name}={getattr(FLAGS, name)}: must be at least 1")
+    if FLAGS.max_examples is not None and FLAGS.max_examples < 1:
+        raise FlagError(f"--max_examples={FLAGS.max_examples}: must be at least 1")
+    if not FLAGS.learning_rate > 0:
+        raise FlagError(f"--learning_rate={FLAGS.learning_rate}: must be positive")
+    if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
+        raise FlagError(f"--data_dir={FLAGS.data_dir}: no such directory")
+    return scales
+
+
+def grid(scales):
+    """Yields (model, init, bias_scale, seed) for every run, in order. A scheme
+    that ignores the bias scale gets one variant, with bias_scale None."""
+    from kzero.initializers import get_scheme
+
+    for model in FLAGS.model:
+        for init in FLAGS.inits:
+            for scale in scales if get_scheme(init).uses_bias_scale else [None]:
+                for k in range(FLAGS.runs):
+                    yield model, init, scale, FLAGS.seed + k
+
+
+def variant_name(model, init, bias_scale, init_scope="all"):
+    name = f"{model}_{init}"
+    if bias_scale is not None:
+        name += f"_x{bias_scale:g}"
+    if init_scope != "all":
+        name += f"_{init_scope}"
+    return name
+
+
+def library_versions():
+    import keras
+    import numpy
+
+    versions = {"python": platform.python_version(), "keras": keras.__version__,
+                "numpy": numpy.__version__}
+    backend = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module:
+        versions[module] = __import__(module).__version__
+    return versions
+
+
+def run_config(model, init, bias_scale, seed):
+    import keras
+
+    own = {name: FLAGS[name].value for name in _own_flag_names()}
+    own.update(model=model, init=init, bias_scale=bias_scale, seed=seed,
+               inits=list(FLAGS.inits), models=list(FLAGS.model),
+               backend=keras.backend.backend(), versions=library_versions())
+    own["experiment"] = experiment_name()
+    return own
+
+
+def _own_flag_names():
+    return [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]
+
+
+def experiment_name():
+    return FLAGS.experiment or f"{FLAGS.dataset}_{'_'.join(FLAGS.model)}"
+
+
+def run_grid(scales):
+    from kzero.data import load_arrays
+    from kzero.io import read_json, write_json
+    from kzero.train import train
+
+    runs = list(grid(scales))
+    arrays = load_arrays(FLAGS.dataset, FLAGS.data_dir)
+    root = os.path.join(FLAGS.output_dir, experiment_name())
+    print(f"kzero: {len(runs)} runs of {experiment_name()} -> {root}", flush=True)
+    verbose = 1 if sys.stdout.isatty() else 2
+    for index, (model, init, scale, seed) in enumerate(runs, start=1):
+        variant = variant_name(model, init, scale, FLAGS.init_scope)
+        workdir = os.path.join(root, variant, f"seed_{seed}")
+        label = f"[{index}/{len(runs)}] {variant}/seed_{seed}"
+        summary_path = os.path.join(workdir, "summary.json")
+        if os.path.exists(summary_path) and not FLAGS.overwrite:
+            done = read_json(summary_path)
+            print(f"{label}: already {done['status']} "
+                  f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
+            continue
+        print(f"{label}: training", flush=True)
+        os.makedirs(workdir, exist_ok=True)
+        for stale in ("summary.json", "metrics.csv"):
+            if os.path.exists(os.path.join(workdir, stale)):
+                os.remove(os.path.join(workdir, stale))
+        config = run_config(model, init, scale, seed)
+        write_json(os.path.join(workdir, "config.json"), config)
+        start = time.perf_counter()
+        _, summary = train(config, workdir, arrays, verbose=verbose)
+        print(f"{label}: {summary['status']}, test accuracy "
+              f"{summary['final_test_accuracy']:.4f} in {time.perf_counter() - start:.1f} s",
+              flush=True)
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
+    try:
+        scales = validate_flags()
+        _check_output_dir(FLAGS.output_dir)
+    except FlagError as e:
+        _fail(str(e))
+    from kzero.data import DataError
+
+    try:
+        run_grid(scales)
+    except DataError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        print("kzero: interrupted; finished runs are kept, rerun the same command to "
+              "continue", file=sys.stderr)
+        sys.exit(130)
+
+
+def _check_output_dir(path):
+    # Probe the nearest existing ancestor with a real file: permission bits say
+    # nothing for root, nor for read-only or virtual file systems.
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        if not os.path.isdir(probe):
+            raise OSError(f"{probe} is not a directory")
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        raise FlagError(f"--output_dir={path}: not a writable directory ({e})") from None
+
+
+def _fail(message):
+    print(f"kzero: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cli():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

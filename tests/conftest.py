@@ -1,0 +1,32 @@
+import os
+
+import keras
+import pytest
+
+from kzero.data import load_arrays
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    path = os.environ.get("KZERO_DATA_DIR") or os.path.join(REPO, "..", "shared", "data")
+    if not os.path.isfile(os.path.join(path, "mnist.npz")):
+        pytest.fail(f"the tests read the real datasets: set KZERO_DATA_DIR to a directory "
+                    f"holding mnist.npz and cifar10.npz (looked in {path})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    return load_arrays("mnist", data_dir)
+
+
+@pytest.fixture(scope="session")
+def cifar10(data_dir):
+    return load_arrays("cifar10", data_dir)
+
+
+@pytest.fixture
+def backend():
+    return keras.backend.backend()

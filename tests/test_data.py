@@ -1,0 +1,131 @@
+import os
+import time
+
+import numpy as np
+import pytest
+
+from kzero import data
+from kzero.data import DATASETS, DataError, load_arrays, make_pipelines, pad_crop_flip
+
+
+def batches(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def test_real_files_have_the_keras_layout(mnist, cifar10):
+    assert mnist["x_train"].shape == (60000, 28, 28) and mnist["x_test"].shape == (10000, 28, 28)
+    assert cifar10["x_train"].shape == (50000, 32, 32, 3)
+    # The class-prior accuracy the pure-zero model must reach: class 1 is 1135 of 10000.
+    assert np.bincount(mnist["y_test"]).max() == 1135
+    assert np.bincount(cifar10["y_test"]).tolist() == [1000] * 10
+
+
+def test_pipeline_scales_batches_and_labels(mnist):
+    train, test = make_pipelines(mnist, "mnist", batch_size=128, seed=0, max_examples=300)
+    train_batches, test_batches = batches(train), batches(test)
+    assert [len(y) for _, y in train_batches] == [128, 128, 44]
+    x, y = test_batches[0]
+    assert x.shape == (128, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int32
+    np.testing.assert_allclose(x[..., 0], mnist["x_test"][:128] / 255.0, rtol=1e-6)
+    assert x.min() == 0.0 and x.max() == 1.0
+
+
+def test_training_order_reshuffles_each_epoch_deterministically(mnist):
+    train, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, max_examples=1000)
+    first = np.concatenate([y for _, y in batches(train)])
+    second = np.concatenate([y for _, y in batches(train)])
+    assert not np.array_equal(first, second)
+    assert sorted(first) == sorted(second) == sorted(mnist["y_train"][:1000])
+    again, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, max_examples=1000)
+    np.testing.assert_array_equal(first, np.concatenate([y for _, y in batches(again)]))
+
+
+def test_evaluation_sees_unaugmented_normalized_32x32_images(cifar10):
+    train, test = make_pipelines(cifar10, "cifar10", batch_size=64, seed=0,
+                                 normalize=True, augment=True, max_examples=128)
+    spec = DATASETS["cifar10"]
+    expected = (cifar10["x_test"][:64] / 255.0 - spec.mean) / spec.std
+    x, _ = batches(test)[0]
+    assert x.shape == (64, 32, 32, 3)
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    for x, _ in batches(train):
+        assert x.shape[1:] == (32, 32, 3)
+
+
+def shifted(image, dy, dx, flip):
+    """Reference for one pad-4 crop at offset (dy, dx) of the padded image."""
+    padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
+    crop = padded[dy:dy + 32, dx:dx + 32]
+    return crop[:, ::-1] if flip else crop
+
+
+def test_pad_crop_flip_is_a_shift_and_flip_of_each_image(cifar10):
+    import tensorflow as tf
+
+    images = cifar10["x_train"][:32].astype(np.float32) / 255.0
+    out = pad_crop_flip(tf.constant(images), tf.constant([1, 2], tf.int64)).numpy()
+    seen = set()
+    for image, result in zip(images, out):
+        matches = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
+                   if np.array_equal(shifted(image, dy, dx, flip), result)]
+        assert matches, "an output is not a pad-4 crop (or its mirror) of its input"
+        seen.add(matches[0])
+    assert len(seen) > 16  # offsets and flips are drawn per image, not per batch
+
+
+def test_training_augmentation_differs_between_epochs(cifar10):
+    train, _ = make_pipelines(cifar10, "cifar10", batch_size=16, seed=0, normalize=True,
+                              augment=True, max_examples=16)
+    (a, ya), = batches(train)
+    (b, yb), = batches(train)
+    order = np.argsort(ya, kind="stable"), np.argsort(yb, kind="stable")
+    assert not np.allclose(a[order[0]], b[order[1]])
+
+
+def write_npz(path, **overrides):
+    arrays = dict(x_train=np.zeros((20, 28, 28), np.uint8), y_train=np.arange(20) % 10,
+                  x_test=np.zeros((10, 28, 28), np.uint8), y_test=np.arange(10))
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(x_train=np.zeros((20, 32, 32), np.uint8)), "x_train is uint8\\[20, 32, 32\\]"),
+    (dict(x_test=np.zeros((10, 28, 28), np.float32)), "x_test is float32"),
+    (dict(y_train=np.arange(20)), "y_train holds labels outside 0..9"),
+    (dict(y_test=np.arange(5)), "y_test has shape \\[5\\]"),
+])
+def test_bad_arrays_name_the_file(tmp_path, overrides, message):
+    write_npz(tmp_path / "mnist.npz", **overrides)
+    with pytest.raises(DataError, match=f"mnist.npz: {message}"):
+        load_arrays("mnist", str(tmp_path))
+
+
+def test_truncated_npz_names_the_file(tmp_path, data_dir):
+    with open(os.path.join(data_dir, "mnist.npz"), "rb") as f:
+        (tmp_path / "mnist.npz").write_bytes(f.read(100_000))
+    with pytest.raises(DataError, match="mnist.npz: unreadable or truncated"):
+        load_arrays("mnist", str(tmp_path))
+
+
+def test_missing_file_in_data_dir_says_what_to_do(tmp_path):
+    with pytest.raises(DataError, match=r"cifar10.npz not found: put cifar10.npz"):
+        load_arrays("cifar10", str(tmp_path))
+
+
+def test_no_local_file_and_no_network_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "_can_reach", lambda host, **kw: False)
+    start = time.perf_counter()
+    with pytest.raises(DataError) as error:
+        load_arrays("mnist")
+    assert time.perf_counter() - start < 30
+    message = str(error.value)
+    assert "--data_dir" in message and "KZERO_DATA_DIR" in message
+    assert "tensorflow-datasets cannot download" in message and "\n" not in message
+
+
+def test_environment_variable_is_a_source(monkeypatch, data_dir):
+    monkeypatch.setenv(data.DATA_DIR_ENV, data_dir)
+    assert load_arrays("mnist")["x_test"].shape == (10000, 28, 28)

@@ -1,0 +1,122 @@
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kzero.initializers import SCHEMES, FanInUniform, get_scheme
+from kzero.models import build_model
+
+N = 1_000_000
+
+
+def draw(initializer, shape=(N,)):
+    return keras.ops.convert_to_numpy(initializer(shape, dtype="float32")).astype(np.float64)
+
+
+def assert_uniform(values, low, high):
+    """Mean and std of U[low, high) within 5 standard errors, and the range
+    filled up to its edges but never beyond."""
+    width = high - low
+    assert abs(values.mean() - (low + high) / 2) < 5 * width / math.sqrt(12 * len(values))
+    # The std of the sample std of a uniform is about width * 0.149 / sqrt(n).
+    assert abs(values.std() - width / math.sqrt(12)) < 5 * 0.15 * width / math.sqrt(len(values))
+    float32_slack = 1e-6 * width
+    assert values.min() >= low - float32_slack and values.max() <= high + float32_slack
+    assert values.min() < low + 1e-4 * width and values.max() > high - 1e-4 * width
+
+
+def assert_normal(values, mean, std):
+    assert abs(values.mean() - mean) < 5 * std / math.sqrt(len(values))
+    assert abs(values.std() - std) < 5 * std / math.sqrt(2 * len(values))
+    # Tails of a true normal: about 4.5 sigma is reached in 10^6 draws.
+    assert np.abs(values - mean).max() > 4 * std
+
+
+@pytest.mark.parametrize("fan_in", [1, 784, 3 * 3 * 64])
+def test_fan_in_uniform_is_pytorch_default(fan_in):
+    limit = 1 / math.sqrt(fan_in)
+    assert_uniform(draw(FanInUniform(fan_in, seed=1)), -limit, limit)
+
+
+def test_fan_in_uniform_rejects_bad_fan_in():
+    with pytest.raises(ValueError, match="fan_in"):
+        FanInUniform(0)
+
+
+@pytest.mark.parametrize("shape,fan_in", [((784, 1000), 784), ((5, 5, 16, 2500), 400)])
+def test_lecun_kernel_limit_is_one_over_sqrt_fan_in(shape, fan_in):
+    kernel_init, bias_init = get_scheme("lecun").initializers(fan_in, rng=np.random.default_rng(0))
+    limit = 1 / math.sqrt(fan_in)
+    assert_uniform(draw(kernel_init, shape).ravel(), -limit, limit)
+    assert_uniform(draw(bias_init), -limit, limit)
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0])
+def test_zero_normal_bias_scale(scale):
+    kernel_init, bias_init = get_scheme("zero_normal").initializers(
+        784, bias_scale=scale, rng=np.random.default_rng(0))
+    assert not draw(kernel_init, (784, 500)).any()
+    assert_normal(draw(bias_init), 0.0, scale)
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0])
+def test_zero_uniform_bias_scale(scale):
+    kernel_init, bias_init = get_scheme("zero_uniform").initializers(
+        784, bias_scale=scale, rng=np.random.default_rng(0))
+    assert not draw(kernel_init, (784, 500)).any()
+    assert_uniform(draw(bias_init), 0.0, scale)
+
+
+def test_zero_and_keras_default():
+    kernel, bias = get_scheme("zero").initializers(10, rng=np.random.default_rng(0))
+    assert not draw(kernel, (10, 10)).any() and not draw(bias, (10,)).any()
+    kernel, bias = get_scheme("keras_default").initializers(10, rng=np.random.default_rng(0))
+    limit = math.sqrt(6 / (1000 + 1000))
+    assert_uniform(draw(kernel, (1000, 1000)).ravel(), -limit, limit)
+    assert not draw(bias, (10,)).any()
+
+
+def test_seed_determinism():
+    assert np.array_equal(draw(FanInUniform(10, seed=3), (100,)),
+                          draw(FanInUniform(10, seed=3), (100,)))
+    assert not np.array_equal(draw(FanInUniform(10, seed=3), (100,)),
+                              draw(FanInUniform(10, seed=4), (100,)))
+    pair = lambda seed: get_scheme("zero_normal").initializers(  # noqa: E731
+        10, rng=np.random.default_rng(seed))
+    assert np.array_equal(draw(pair(5)[1], (50,)), draw(pair(5)[1], (50,)))
+    assert not np.array_equal(draw(pair(5)[1], (50,)), draw(pair(6)[1], (50,)))
+
+
+def test_get_config_round_trip():
+    original = FanInUniform(fan_in=300, seed=7)
+    assert original.get_config() == {"fan_in": 300, "seed": 7}
+    restored = keras.initializers.deserialize(keras.initializers.serialize(original))
+    assert type(restored) is FanInUniform and restored.fan_in == 300
+    assert np.array_equal(draw(original, (64,)), draw(restored, (64,)))
+
+
+def test_unknown_scheme_lists_valid_names():
+    with pytest.raises(ValueError) as error:
+        get_scheme("he")
+    for name in SCHEMES:
+        assert name in str(error.value)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("init", ["lecun", "zero_normal", "zero_uniform"])
+def test_model_saved_and_reloaded_with_identical_weights(tmp_path, init):
+    model = build_model("mnist", "cnn", init=init, seed=11)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    for a, b in zip(model.weights, reloaded.weights):
+        assert a.path == b.path
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    config = reloaded.get_layer("conv1").get_config()["bias_initializer"]
+    assert config["class_name"] == {"lecun": "FanInUniform", "zero_normal": "RandomNormal",
+                                    "zero_uniform": "RandomUniform"}[init]
+    if init == "lecun":
+        assert config["registered_name"] == "kzero>FanInUniform"
+        assert type(reloaded.get_layer("conv1").bias_initializer) is FanInUniform

@@ -1,0 +1,104 @@
+import keras
+import numpy as np
+import pytest
+
+from kzero.models import ACTIVATIONS, build_model
+
+# Parameter counts of the paper's Tables 1 and 2 (shared/paper/DIGEST.md).
+COUNTS = {
+    ("mnist", "logreg"): (7_850, 7_850),
+    ("mnist", "fnn"): (397_510, 397_510),
+    ("mnist", "cnn"): (264_138, 264_138),
+    ("cifar10", "logreg"): (30_730, 30_730),
+    ("cifar10", "fnn"): (1_738_890, 1_738_890),
+    ("cifar10", "cnn"): (5_852_234, 5_853_130),
+    ("cifar10", "resnet50"): (23_539_850, 23_585_418),
+}
+
+
+def numpy(variable):
+    return keras.ops.convert_to_numpy(variable)
+
+
+def weighted_layers(model):
+    return [layer for layer in model.layers
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
+
+
+@pytest.fixture(scope="module")
+def resnet_zero_normal():
+    return build_model("cifar10", "resnet50", init="zero_normal", seed=0)
+
+
+@pytest.mark.parametrize("dataset,model", list(COUNTS))
+def test_parameter_counts_match_the_paper(dataset, model, resnet_zero_normal):
+    built = resnet_zero_normal if model == "resnet50" else build_model(dataset, model)
+    trainable = sum(int(np.prod(w.shape)) for w in built.trainable_weights)
+    assert (trainable, built.count_params()) == COUNTS[(dataset, model)]
+
+
+def test_every_resnet_conv_and_dense_gets_the_scheme(resnet_zero_normal):
+    layers = weighted_layers(resnet_zero_normal)
+    assert len(layers) == 1 + 16 * 3 + 4 + 1  # stem, bottleneck convs, shortcuts, logits
+    assert sum("shortcut" in layer.name for layer in layers) == 4
+    for layer in layers:
+        assert not numpy(layer.kernel).any(), layer.name
+        assert layer.use_bias and numpy(layer.bias).std() > 0.5, layer.name
+
+
+def test_paper_code_scope_only_reaches_stem_and_logits():
+    model = build_model("cifar10", "resnet50", init="zero_normal", seed=0,
+                        initialized_layers=("stem_conv", "logits"))
+    zeroed = {layer.name for layer in weighted_layers(model) if not numpy(layer.kernel).any()}
+    assert zeroed == {"stem_conv", "logits"}
+
+
+def test_layer_names_are_stable_and_readable():
+    assert [layer.name for layer in weighted_layers(build_model("cifar10", "fnn"))] == [
+        "dense1", "dense2", "dense3", "logits"]
+    assert [layer.name for layer in weighted_layers(build_model("mnist", "cnn"))] == [
+        "conv1", "conv2", "logits"]
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_activation_is_a_parameter(activation):
+    model = build_model("mnist", "fnn", activation=activation)
+    assert model.get_layer("dense1").activation is ACTIVATIONS[activation]
+    assert model.get_layer("logits").activation is keras.activations.linear
+    x = np.linspace(-1, 1, 784, dtype="float32").reshape(1, 28, 28, 1)
+    assert np.isfinite(numpy(model(x))).all()
+
+
+def test_cifar_cnn_has_elu_after_every_conv_and_pool_then_bn():
+    model = build_model("cifar10", "cnn")
+    for layer in weighted_layers(model)[:-1]:
+        assert layer.activation is keras.activations.elu, layer.name
+    names = [layer.name for layer in model.layers]
+    assert names.index("pool1") + 1 == names.index("bn1")
+    assert model.get_layer("conv6").output.shape[1:] == (8, 8, 256)
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b, c = (build_model("mnist", "fnn", init="lecun", seed=s) for s in (1, 1, 2))
+    for wa, wb, wc in zip(a.weights, b.weights, c.weights):
+        np.testing.assert_array_equal(numpy(wa), numpy(wb))
+        assert not np.array_equal(numpy(wa), numpy(wc))
+
+
+def test_layers_get_distinct_seeds():
+    model = build_model("cifar10", "fnn", init="zero_normal", seed=0)
+    biases = [numpy(model.get_layer(name).bias)[:128] for name in ("dense1", "dense2", "dense3")]
+    assert not np.array_equal(biases[0], biases[1])
+    assert not np.array_equal(biases[1], biases[2])
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(dataset="mnist", model="resnet50"), "not defined for dataset 'mnist'"),
+    (dict(dataset="svhn", model="fnn"), "valid: mnist, cifar10"),
+    (dict(dataset="mnist", model="vgg"), "valid: logreg, fnn, cnn, resnet50"),
+    (dict(dataset="mnist", model="fnn", activation="gelu"), "valid: elu, relu"),
+    (dict(dataset="mnist", model="fnn", init="he"), "valid: lecun, zero"),
+])
+def test_bad_choices_name_the_valid_ones(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(**kwargs)

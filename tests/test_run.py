@@ -1,0 +1,190 @@
+"""End to end: the runner on the real datasets, through its flagfiles."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from kzero import run
+from kzero.callbacks import METRICS_COLUMNS
+from kzero.io import read_csv, read_json
+from kzero.train import train
+
+from conftest import REPO
+
+FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
+CONFIG_KEYS = {"dataset", "model", "init", "bias_scale", "activation", "seed", "epochs",
+               "backend", "versions", "batch_size", "learning_rate", "runs", "inits",
+               "bias_scales", "data_dir", "output_dir", "experiment"}
+
+
+def run_cli(*argv):
+    """Runs `python -m kzero.run ARGV` in this process (one jit cache, no
+    interpreter start-up per run)."""
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["kzero.run", *argv])
+        run.main(["kzero.run"])
+
+
+def run_dirs(root):
+    return sorted(os.path.dirname(p) for p in glob.glob(f"{root}/*/seed_*/config.json"))
+
+
+def flagfile(name):
+    return f"--flagfile={os.path.join(REPO, 'flags', name + '.flags')}"
+
+
+def test_there_is_one_flagfile_per_paper_experiment():
+    names = {os.path.basename(p)[:-len(".flags")] for p in FLAGFILES}
+    assert names == {"mnist_logreg", "mnist_fnn", "mnist_fnn_scaled", "mnist_cnn",
+                     "mnist_cnn_scaled", "mnist_zero", "cifar_logreg", "cifar_fnn",
+                     "cifar_cnn", "cifar_zero", "cifar_resnet50"}
+    for path in FLAGFILES:
+        text = open(path).read()
+        assert "--runs=5" in text and "--batch_size=128" in text
+        assert "--learning_rate=0.001" in text
+
+
+@pytest.mark.parametrize("name", [os.path.basename(p)[:-6] for p in FLAGFILES
+                                  if "resnet" not in p])
+def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
+    run_cli(flagfile(name), "--epochs=1", "--runs=1", "--max_examples=256",
+            f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
+    dirs = run_dirs(tmp_path / name)
+    expected = {"mnist_fnn_scaled": 3, "mnist_cnn_scaled": 3, "mnist_zero": 2,
+                "cifar_zero": 2, "mnist_logreg": 1, "cifar_logreg": 1}.get(name, 3)
+    assert len(dirs) == expected
+    for workdir in dirs:
+        check_run_dir(workdir, epochs=1)
+
+
+def check_run_dir(workdir, epochs):
+    config = read_json(os.path.join(workdir, "config.json"))
+    assert CONFIG_KEYS <= set(config)
+    assert config["backend"] == keras.backend.backend()
+    assert config["versions"]["keras"] == keras.__version__
+    assert isinstance(config["model"], str) and isinstance(config["init"], str)
+    assert workdir.endswith(f"seed_{config['seed']}")
+    rows = read_csv(os.path.join(workdir, "metrics.csv"))
+    assert list(rows[0]) == METRICS_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    for row in rows:
+        assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and float(row["seconds"]) > 0
+    summary = read_json(os.path.join(workdir, "summary.json"))
+    assert summary["status"] == "finished" and summary["epochs_completed"] == epochs
+    assert summary["final_test_accuracy"] == float(rows[-1]["test_accuracy"])
+    assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+    return config, rows
+
+
+@pytest.mark.backends
+def test_resnet50_flagfile_trains_steps(tmp_path, data_dir):
+    run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--inits=zero_normal",
+            "--max_examples=32", "--batch_size=16", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path}")
+    (workdir,) = run_dirs(tmp_path / "cifar_resnet50")
+    config, rows = check_run_dir(workdir, epochs=1)
+    assert config["model"] == "resnet50" and config["epochs"] == 1
+    assert np.isfinite(float(rows[0]["loss"]))
+
+
+def fnn_config(init, **overrides):
+    config = dict(dataset="mnist", model="fnn", init=init, bias_scale=1.0, activation="elu",
+                  seed=0, epochs=1, batch_size=128, learning_rate=1e-3)
+    config.update(overrides)
+    return config
+
+
+@pytest.mark.backends
+def test_one_epoch_mnist_fnn_matches_the_paper(tmp_path, mnist):
+    # Paper, Figure 3, epoch 1: about 0.93 (reference) and 0.92 (zero + N(0,1) bias).
+    _, lecun = train(fnn_config("lecun", bias_scale=None), str(tmp_path / "lecun"), mnist)
+    _, zero_normal = train(fnn_config("zero_normal"), str(tmp_path / "zn"), mnist)
+    assert lecun["final_test_accuracy"] >= 0.92
+    assert zero_normal["final_test_accuracy"] >= 0.89
+
+
+@pytest.mark.backends
+def test_pure_zero_fnn_is_stuck_at_the_class_prior(tmp_path, mnist):
+    model, summary = train(fnn_config("zero", bias_scale=None), str(tmp_path), mnist)
+    # ELU(0) = 0 in every hidden unit: only the output bias learns, so the model
+    # always predicts the most frequent class, "1", which is 1135 of 10000.
+    assert summary["final_test_accuracy"] == pytest.approx(0.1135, abs=1e-9)
+    for layer in ("dense1", "logits"):
+        assert not keras.ops.convert_to_numpy(model.get_layer(layer).kernel).any()
+    assert not keras.ops.convert_to_numpy(model.get_layer("dense1").bias).any()
+    assert keras.ops.convert_to_numpy(model.get_layer("logits").bias).argmax() == 1
+
+
+def test_tensorboard_scalars_read_back_with_tensorboards_reader(tmp_path, mnist):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(fnn_config("lecun", bias_scale=None, epochs=2, max_examples=512), str(tmp_path), mnist)
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    events = accumulator.Scalars("epoch/test_accuracy")
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert [e.step for e in events] == [1, 2]
+    np.testing.assert_allclose([e.value for e in events],
+                               [float(r["test_accuracy"]) for r in rows], rtol=1e-6)
+
+
+def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
+        tmp_path, data_dir, capsys):
+    argv = [flagfile("mnist_fnn"), "--epochs=2", "--runs=2", "--inits=zero_uniform",
+            "--bias_scales=0.5", "--max_examples=256", "--seed=7",
+            f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
+    run_cli(*argv)
+    dirs = run_dirs(tmp_path / "mnist_fnn")
+    assert [os.path.relpath(d, tmp_path) for d in dirs] == [
+        "mnist_fnn/fnn_zero_uniform_x0.5/seed_7", "mnist_fnn/fnn_zero_uniform_x0.5/seed_8"]
+    config, _ = check_run_dir(dirs[0], epochs=2)
+    assert (config["init"], config["bias_scale"], config["epochs"]) == ("zero_uniform", 0.5, 2)
+    before = os.path.getmtime(os.path.join(dirs[0], "metrics.csv"))
+    capsys.readouterr()
+    run_cli(*argv)
+    assert capsys.readouterr().out.count("skipped") == 2
+    assert os.path.getmtime(os.path.join(dirs[0], "metrics.csv")) == before
+    run_cli(*argv, "--overwrite", "--runs=1")
+    assert os.path.getmtime(os.path.join(dirs[0], "metrics.csv")) > before
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset=svhn"], "--dataset=svhn: not valid; choose from mnist, cifar10"),
+    (["--model=fnn,vgg"], "--model=vgg: not valid; choose from logreg, fnn, cnn, resnet50"),
+    (["--model=resnet50"], "--model=resnet50: not defined for --dataset=mnist"),
+    (["--inits=he"], "--inits=he: not valid; choose from lecun, zero, zero_normal"),
+    (["--activation=gelu"], "--activation=gelu: not valid; choose from elu"),
+    (["--bias_scales=1,0"], "--bias_scales=0: must be a positive number"),
+    (["--epochs=0"], "--epochs=0: must be at least 1"),
+    (["--data_dir=/nonexistent"], "--data_dir=/nonexistent: no such directory"),
+    (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
+])
+def test_bad_flags_fail_in_one_line_with_exit_code_2(tmp_path, argv, message):
+    output_dir = [] if any(a.startswith("--output_dir") for a in argv) else [
+        f"--output_dir={tmp_path / 'out'}"]
+    result = subprocess.run([sys.executable, "-m", "kzero.run", *argv, *output_dir],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("kzero")]
+    assert lines == [f"kzero: error: {lines[0][len('kzero: error: '):]}"]
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dataset_file_fails_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "kzero.run", f"--data_dir={tmp_path}",
+         f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"kzero: error: {tmp_path}/mnist.npz not found" in result.stderr
+    assert not (tmp_path / "out").exists()
