@@ -1,5 +1,6 @@
-"""Keras callbacks that record a run: per-epoch metrics to `metrics.csv` and
-TensorBoard scalars.
+"""Keras callbacks that record a run: per-epoch metrics (`metrics.csv`),
+gradient distributions and layer awakening (`gradients.csv`), and unit
+symmetry (`symmetry.csv`), each also as TensorBoard scalars or histograms.
 
 TensorBoard files are written with tensorboardX, which works under every
 Keras backend with or without TensorFlow installed (Keras' own TensorBoard
@@ -11,10 +12,13 @@ import os
 import time
 
 import keras
+import numpy as np
 
+from kzero.gradients import gradient_function
 from kzero.io import write_csv
 
-__all__ = ["METRICS_COLUMNS", "EpochMetricsLogger"]
+__all__ = ["METRICS_COLUMNS", "EpochMetricsLogger", "GradientRecorder", "SymmetryMonitor",
+           "distinct_units", "dead_fraction", "gradient_statistics"]
 
 METRICS_COLUMNS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
 
@@ -57,3 +61,147 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         for column in METRICS_COLUMNS[1:]:
             self.writer.add_scalar(f"epoch/{column}", row[column], epoch + 1)
         self.writer.flush()
+
+
+GRADIENT_COLUMNS = ["step", "layer", "param", "count", "mean", "std", "min", "q25", "median",
+                    "q75", "max", "zero_fraction"]
+
+
+def gradient_statistics(values):
+    values = np.asarray(values, np.float64).ravel()
+    q25, median, q75 = np.percentile(values, [25, 50, 75])
+    return {"count": values.size, "mean": values.mean(), "std": values.std(),
+            "min": values.min(), "q25": q25, "median": median, "q75": q75,
+            "max": values.max(), "zero_fraction": float(np.mean(values == 0))}
+
+
+class GradientRecorder(keras.callbacks.Callback):
+    """Records the distribution of every trainable variable's gradient.
+
+    Before update step s (counted from 1) it computes the gradient of the
+    training loss on a fixed probe batch at the model's current weights, for
+    s = 1..`first_steps` and then every `every` steps. Each record becomes a
+    TensorBoard histogram `gradients/<layer>/<param>` and a row of the run's
+    `gradients.csv`. A fixed probe batch makes records comparable across steps;
+    which weights are exactly zero, and so which layers receive a gradient,
+    does not depend on the batch.
+
+    `awakening_step` maps each layer with a kernel to the first recorded step
+    at which its kernel gradient was non-zero (None until then).
+
+    Args:
+        workdir: the run's directory.
+        writer: the run's `tensorboardX.SummaryWriter`.
+        probe: `(x, y)` numpy batch of training examples, preprocessed.
+        first_steps: record every one of the first `first_steps` steps.
+        every: then record every `every` steps; 0 records no more.
+    """
+
+    def __init__(self, workdir, writer, probe, first_steps=5, every=250):
+        super().__init__()
+        self.path = os.path.join(workdir, "gradients.csv")
+        self.writer = writer
+        self.probe = probe
+        self.first_steps = first_steps
+        self.every = every
+        self.rows = []
+        self.awakening_step = {}
+        self._step = 0
+        self._gradients = None
+
+    def due(self, step):
+        return step <= self.first_steps or (self.every > 0 and step % self.every == 0)
+
+    def on_train_begin(self, logs=None):
+        # `self.model` syncs the jax state: only touched when a record is due.
+        model = self.model
+        self._gradients = gradient_function(model)
+        self._names = [v.path.split("/")[-2:] for v in model.trainable_variables]
+        self.awakening_step = {layer: None for layer, param in self._names if param == "kernel"}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step += 1
+        if not self.due(self._step):
+            return
+        self.model  # noqa: B018  brings the current weights back to the model under jax
+        for (layer, param), grad in zip(self._names, self._gradients(*self.probe)):
+            stats = gradient_statistics(grad)
+            self.rows.append({"step": self._step, "layer": layer, "param": param, **stats})
+            self.writer.add_histogram(f"gradients/{layer}/{param}", grad, self._step)
+            if (param == "kernel" and self.awakening_step[layer] is None
+                    and stats["zero_fraction"] < 1.0):
+                self.awakening_step[layer] = self._step
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_csv(self.path, GRADIENT_COLUMNS, self.rows)
+
+
+SYMMETRY_COLUMNS = ["epoch", "layer", "units", "distinct_units", "dead_fraction"]
+
+
+def distinct_units(kernel, bias, rtol=1e-6):
+    """Number of distinct units: a unit is a copy of another when its incoming
+    weights and bias lie within `rtol` (relative to the larger of the two
+    norms) of that unit's. 1e-6 is about ten float32 ulps: units that a
+    symmetric init makes equal stay within it, and random biases that are this
+    close make units that are, in practice, symmetric too."""
+    units = np.concatenate([kernel.reshape(-1, kernel.shape[-1]), bias[None, :]]).T
+    units = units.astype(np.float64)
+    norms = (units**2).sum(axis=1)
+    squared_distance = norms[:, None] + norms[None, :] - 2 * units @ units.T
+    close = squared_distance <= rtol**2 * np.maximum(norms[:, None], norms[None, :])
+    # A unit is new if it is not close to any earlier unit.
+    return int((~np.tril(close, k=-1).any(axis=1)).sum())
+
+
+def dead_fraction(outputs, atol=1e-6):
+    """Fraction of units (last axis) whose output is the same for every
+    example and position of the probe batch."""
+    flat = outputs.reshape(-1, outputs.shape[-1]).astype(np.float64)
+    spread = flat.max(axis=0) - flat.min(axis=0)
+    return float(np.mean(spread <= atol * (1 + np.abs(flat).max(axis=0))))
+
+
+class SymmetryMonitor(keras.callbacks.Callback):
+    """Per conv and dense layer, before training and after every epoch: how
+    many units are distinct (`distinct_units`), and the fraction whose output
+    is constant over a probe batch (`dead_fraction`). Written to the run's
+    `symmetry.csv` and as TensorBoard scalars `symmetry/<quantity>/<layer>`.
+
+    Args:
+        workdir: the run's directory.
+        writer: the run's `tensorboardX.SummaryWriter`.
+        probe_x: numpy batch of inputs for the dead-unit check.
+    """
+
+    def __init__(self, workdir, writer, probe_x):
+        super().__init__()
+        self.path = os.path.join(workdir, "symmetry.csv")
+        self.writer = writer
+        self.probe_x = probe_x
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        self.layers = [layer for layer in model.layers
+                       if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
+        self._outputs = keras.Model(model.input, [layer.output for layer in self.layers])
+        self.record(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(epoch + 1)
+
+    def record(self, epoch):
+        self.model  # noqa: B018  brings the current weights back to the model under jax
+        outputs = self._outputs(self.probe_x, training=False)
+        for layer, output in zip(self.layers, outputs):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            bias = (keras.ops.convert_to_numpy(layer.bias) if layer.use_bias
+                    else np.zeros(kernel.shape[-1], kernel.dtype))
+            row = {"epoch": epoch, "layer": layer.name, "units": kernel.shape[-1],
+                   "distinct_units": distinct_units(kernel, bias),
+                   "dead_fraction": dead_fraction(keras.ops.convert_to_numpy(output))}
+            self.rows.append(row)
+            for quantity in ("distinct_units", "dead_fraction"):
+                self.writer.add_scalar(f"symmetry/{quantity}/{layer.name}", row[quantity], epoch)
+        write_csv(self.path, SYMMETRY_COLUMNS, self.rows)

@@ -12,7 +12,8 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["DataError", "DATASETS", "load_arrays", "make_pipelines", "pad_crop_flip"]
+__all__ = ["DataError", "DATASETS", "load_arrays", "make_pipelines", "pad_crop_flip",
+           "probe_batch"]
 
 DATA_DIR_ENV = "KZERO_DATA_DIR"
 
@@ -153,16 +154,7 @@ def pad_crop_flip(images, seed, pad=4):
     return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
 
 
-def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=False,
-                   max_examples=None):
-    """Returns `(train, test)` tf.data pipelines of (float32 images [B, H, W, C]
-    scaled to [0, 1], int32 labels).
-
-    The training split is reshuffled every epoch (deterministically from `seed`).
-    `normalize` subtracts the per-channel mean and divides by the std;
-    `augment` adds pad-4 random crops and horizontal flips to the training
-    split only. `max_examples` keeps the first N examples of each split.
-    """
+def _preprocessor(dataset, normalize):
     import tensorflow as tf
 
     spec = DATASETS[dataset]
@@ -176,6 +168,23 @@ def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=F
         if normalize:
             images = (images - mean) / std
         return images, tf.cast(labels, tf.int32)
+
+    return preprocess
+
+
+def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=False,
+                   max_examples=None):
+    """Returns `(train, test)` tf.data pipelines of (float32 images [B, H, W, C]
+    scaled to [0, 1], int32 labels).
+
+    The training split is reshuffled every epoch (deterministically from `seed`).
+    `normalize` subtracts the per-channel mean and divides by the std;
+    `augment` adds pad-4 random crops and horizontal flips to the training
+    split only. `max_examples` keeps the first N examples of each split.
+    """
+    import tensorflow as tf
+
+    preprocess = _preprocessor(dataset, normalize)
 
     def split(name):
         x, y = arrays[f"x_{name}"], arrays[f"y_{name}"]
@@ -195,3 +204,10 @@ def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=F
     test, _ = split("test")
     test = test.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+
+
+def probe_batch(arrays, dataset, size, normalize=False):
+    """The first `size` training examples, preprocessed as for training but not
+    augmented, as numpy `(x, y)`: a fixed batch for diagnostics."""
+    x, y = _preprocessor(dataset, normalize)(arrays["x_train"][:size], arrays["y_train"][:size])
+    return x.numpy(), y.numpy()

@@ -34,6 +34,13 @@ flags.DEFINE_string("activation", "elu",
 flags.DEFINE_string("init_scope", "all",
                     "Layers the init scheme reaches: all, or paper_code (only the stem "
                     "conv and the last layer, as in the paper's public ResNet-50 code).")
+# What to record.
+flags.DEFINE_boolean("record_gradients", True,
+                     "Record gradient distributions and layer awakening (gradients.csv).")
+flags.DEFINE_integer("grad_first_steps", 5, "Record gradients at each of the first N steps.")
+flags.DEFINE_integer("grad_every", 250, "Then record gradients every N steps (0: never).")
+flags.DEFINE_boolean("record_symmetry", True,
+                     "Record distinct and dead units per layer and epoch (symmetry.csv).")
 # How to train.
 flags.DEFINE_integer("epochs", 10, "Epochs per run.")
 flags.DEFINE_integer("runs", 5, "Seeds per variant: seed, seed+1, ...")
@@ -94,6 +101,9 @@ def validate_flags():
     for name in ("epochs", "runs", "batch_size"):
         if getattr(FLAGS, name) < 1:
             raise FlagError(f"--{name}={getattr(FLAGS, name)}: must be at least 1")
+    for name in ("grad_first_steps", "grad_every"):
+        if getattr(FLAGS, name) < 0:
+            raise FlagError(f"--{name}={getattr(FLAGS, name)}: must be 0 or more")
     if FLAGS.max_examples is not None and FLAGS.max_examples < 1:
         raise FlagError(f"--max_examples={FLAGS.max_examples}: must be at least 1")
     if not FLAGS.learning_rate > 0:

@@ -7,8 +7,8 @@ import time
 
 import keras
 
-from kzero.callbacks import EpochMetricsLogger
-from kzero.data import make_pipelines
+from kzero.callbacks import EpochMetricsLogger, GradientRecorder, SymmetryMonitor
+from kzero.data import make_pipelines, probe_batch
 from kzero.io import write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
 
@@ -18,6 +18,10 @@ __all__ = ["INIT_SCOPES", "compile_model", "train"]
 # ResNet-50 code, whose zero init only reached the stem conv and the last dense
 # layer; every other layer keeps the reference init.
 INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
+
+# Examples whose layer outputs decide which units are dead: enough to tell a
+# constant unit from a live one, few enough to keep ResNet-50's outputs small.
+SYMMETRY_PROBE_SIZE = 32
 
 
 def compile_model(model, learning_rate):
@@ -36,10 +40,12 @@ def train(config, workdir, arrays, verbose="auto"):
     Args:
         config: dict with at least `dataset`, `model`, `init`, `bias_scale`,
             `activation`, `seed`, `epochs`, `batch_size`, `learning_rate`;
-            optional `max_examples` (first N examples of each split) and
-            `init_scope` (a key of `INIT_SCOPES`).
-        workdir: the run's directory; receives `metrics.csv`, `summary.json`
-            and the TensorBoard event file.
+            optional `max_examples` (first N examples of each split),
+            `init_scope` (a key of `INIT_SCOPES`), `record_gradients`,
+            `grad_first_steps`, `grad_every` (see `GradientRecorder`) and
+            `record_symmetry` (see `SymmetryMonitor`).
+        workdir: the run's directory; receives `metrics.csv`, `summary.json`,
+            `gradients.csv`, `symmetry.csv` and the TensorBoard event file.
         arrays: the dataset as returned by `kzero.data.load_arrays`.
         verbose: passed to `model.fit`.
 
@@ -64,11 +70,22 @@ def train(config, workdir, arrays, verbose="auto"):
     )
     writer = SummaryWriter(workdir, flush_secs=30)
     metrics_logger = EpochMetricsLogger(workdir, writer)
+    callbacks = [metrics_logger, keras.callbacks.TerminateOnNaN()]
+    gradient_recorder = None
+    if config.get("record_gradients", True) or config.get("record_symmetry", True):
+        probe = probe_batch(arrays, config["dataset"], config["batch_size"], normalize=is_resnet)
+    if config.get("record_gradients", True):
+        gradient_recorder = GradientRecorder(
+            workdir, writer, probe, first_steps=config.get("grad_first_steps", 5),
+            every=config.get("grad_every", 250))
+        callbacks.append(gradient_recorder)
+    if config.get("record_symmetry", True):
+        callbacks.append(SymmetryMonitor(workdir, writer, probe[0][:SYMMETRY_PROBE_SIZE]))
     start = time.perf_counter()
     try:
         model.fit(
             train_data, validation_data=test_data, epochs=config["epochs"],
-            callbacks=[metrics_logger, keras.callbacks.TerminateOnNaN()],
+            callbacks=callbacks,
             verbose=verbose, shuffle=False,  # the pipeline shuffles, seeded
         )
     finally:
@@ -83,5 +100,7 @@ def train(config, workdir, arrays, verbose="auto"):
         "final_test_loss": last.get("test_loss"),
         "wall_seconds": round(time.perf_counter() - start, 3),
     }
+    if gradient_recorder is not None:
+        summary["awakening_step"] = gradient_recorder.awakening_step
     write_json(os.path.join(workdir, "summary.json"), summary)
     return model, summary

@@ -86,7 +86,7 @@ def check_run_dir(workdir, epochs):
 
 @pytest.mark.backends
 def test_resnet50_flagfile_trains_steps(tmp_path, data_dir):
-    run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--inits=zero_normal",
+    run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--inits=lecun",
             "--max_examples=32", "--batch_size=16", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}")
     (workdir,) = run_dirs(tmp_path / "cifar_resnet50")
@@ -164,6 +164,8 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--activation=gelu"], "--activation=gelu: not valid; choose from elu"),
     (["--bias_scales=1,0"], "--bias_scales=0: must be a positive number"),
     (["--epochs=0"], "--epochs=0: must be at least 1"),
+    (["--runs=-1"], "--runs=-1: must be at least 1"),
+    (["--batch_size=0"], "--batch_size=0: must be at least 1"),
     (["--data_dir=/nonexistent"], "--data_dir=/nonexistent: no such directory"),
     (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
 ])

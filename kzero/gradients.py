@@ -1,0 +1,75 @@
+"""Gradients of the training loss with respect to the trainable variables, for
+any Keras backend. This is the only backend-specific code of kzero.
+
+Keras' TensorBoard callback logs weights, never gradients, so the recording
+callbacks compute them themselves, on a probe batch.
+"""
+
+import keras
+import numpy as np
+
+__all__ = ["gradient_function"]
+
+
+def _jax(model):
+    import jax
+
+    def loss_fn(trainable, non_trainable, x, y):
+        # Stateless: BN moving statistics come back as a second output, dropped.
+        logits, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+        return model.loss(y, logits)
+
+    grad = jax.jit(jax.grad(loss_fn))
+    return lambda x, y: grad([v.value for v in model.trainable_variables],
+                             [v.value for v in model.non_trainable_variables], x, y)
+
+
+def _tensorflow(model):
+    import tensorflow as tf
+
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            loss = model.loss(y, model(x, training=True))
+        return tape.gradient(loss, [v.value for v in model.trainable_variables])
+
+    return gradients
+
+
+def _torch(model):
+    import torch
+
+    def gradients(x, y):
+        loss = model.loss(y, model(x, training=True))
+        return torch.autograd.grad(loss, [v.value for v in model.trainable_variables],
+                                   allow_unused=True)
+
+    return gradients
+
+
+_BACKENDS = {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}
+
+
+def gradient_function(model):
+    """Returns `f(x, y)`: the gradients of `model.loss` on the batch `(x, y)` at
+    the model's current weights, as numpy arrays in `model.trainable_variables`
+    order.
+
+    The model runs in training mode (BN uses batch statistics, as in the
+    update step) but is left unchanged: the BN moving statistics that
+    TensorFlow and torch update in place are restored afterwards.
+    """
+    backend = keras.backend.backend()
+    if backend not in _BACKENDS:
+        raise NotImplementedError(f"gradients under the {backend} backend")
+    gradients = _BACKENDS[backend](model)
+
+    def f(x, y):
+        x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        saved = [keras.ops.copy(v.value) for v in model.non_trainable_variables]
+        grads = gradients(x, y)
+        for variable, value in zip(model.non_trainable_variables, saved):
+            variable.assign(value)
+        return [np.zeros(v.shape, np.float32) if g is None else keras.ops.convert_to_numpy(g)
+                for v, g in zip(model.trainable_variables, grads)]
+
+    return f

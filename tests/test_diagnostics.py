@@ -1,0 +1,145 @@
+"""Gradient distributions, layer awakening and symmetry (Figure 12 of the paper)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from tensorboardX import SummaryWriter
+
+from kzero.callbacks import (GradientRecorder, dead_fraction, distinct_units,
+                             gradient_statistics)
+from kzero.data import make_pipelines, probe_batch
+from kzero.io import read_csv
+from kzero.models import build_model
+from kzero.train import compile_model, train
+
+
+def config(dataset, init, **overrides):
+    config = dict(dataset=dataset, model="fnn", init=init, bias_scale=1.0, activation="elu",
+                  seed=0, epochs=1, batch_size=128, learning_rate=1e-3)
+    config.update(overrides)
+    return config
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("init,expected", [
+    # Zero weights: a layer's error signal passes through the still-zero kernel
+    # of the layer above, so layers wake one per step from the output back.
+    ("zero_normal", {"dense1": 4, "dense2": 3, "dense3": 2, "logits": 1}),
+    ("lecun", {"dense1": 1, "dense2": 1, "dense3": 1, "logits": 1}),
+    # ELU(0) = 0: no hidden layer ever gets a signal. The output kernel's
+    # gradient, the hidden activations times the error, is zero too.
+    ("zero", {"dense1": None, "dense2": None, "dense3": None, "logits": None}),
+])
+def test_cifar_fnn_layers_wake_up_one_per_step(tmp_path, cifar10, init, expected):
+    _, summary = train(config("cifar10", init, max_examples=1280, record_symmetry=False),
+                       str(tmp_path), cifar10)
+    assert summary["awakening_step"] == expected
+    rows = read_csv(tmp_path / "gradients.csv")
+    steps = sorted({int(r["step"]) for r in rows})
+    assert steps == [1, 2, 3, 4, 5]
+    assert len(rows) == 5 * 8  # 4 layers x (kernel, bias) per recorded step
+
+
+def symmetry_rows(workdir):
+    return [(int(r["epoch"]), r["layer"], int(r["units"]), int(r["distinct_units"]),
+             float(r["dead_fraction"])) for r in read_csv(os.path.join(workdir, "symmetry.csv"))]
+
+
+@pytest.mark.parametrize("activation", ["elu", "sigmoid"])
+def test_pure_zero_keeps_one_distinct_unit_per_hidden_layer(tmp_path, cifar10, activation):
+    train(config("cifar10", "zero", activation=activation, epochs=3, max_examples=2048,
+                 record_gradients=False), str(tmp_path), cifar10)
+    rows = symmetry_rows(tmp_path)
+    assert {epoch for epoch, *_ in rows} == {0, 1, 2, 3}
+    for epoch, layer, units, distinct, dead in rows:
+        if layer != "logits":
+            assert distinct == 1, (epoch, layer)
+            # With ELU every hidden unit outputs ELU(0) = 0 whatever the input.
+            if activation == "elu":
+                assert dead == 1.0
+
+
+def test_zero_normal_has_all_units_distinct_after_the_first_epoch(tmp_path, mnist):
+    train(config("mnist", "zero_normal", record_gradients=False), str(tmp_path), mnist)
+    rows = {(epoch, layer): (units, distinct, dead)
+            for epoch, layer, units, distinct, dead in symmetry_rows(tmp_path)}
+    assert rows[(1, "dense1")][:2] == (500, 500) and rows[(1, "logits")][:2] == (10, 10)
+    # Before training the hidden units ignore the input (zero weights): all
+    # constant, yet distinct through their biases. After one epoch they are alive.
+    assert rows[(0, "dense1")][2] == 1.0
+    assert rows[(1, "dense1")][2] < 0.05
+
+
+def test_distinct_units_and_dead_fraction_on_hand_made_layers():
+    kernel = np.zeros((3, 4), np.float32)
+    kernel[:, 0] = kernel[:, 2] = [1, 2, 3]
+    kernel[:, 1] = [1, 2, 3 + 1e-3]
+    bias = np.array([0.5, 0.5, 0.5, 0.5], np.float32)
+    assert distinct_units(kernel, bias) == 3  # unit 2 copies unit 0; unit 3 is 0-weights
+    assert distinct_units(np.zeros((5, 7)), np.zeros(7)) == 1
+    assert distinct_units(np.zeros((5, 7)), np.arange(7.0)) == 7
+    outputs = np.stack([np.ones((4, 4)), np.arange(16.0).reshape(4, 4)], axis=-1)[None]
+    assert dead_fraction(np.repeat(outputs, 3, axis=0)) == 0.5
+
+
+def numpy_fnn_gradients(weights, x, y):
+    """Backpropagation for dense(ELU) -> dense -> softmax cross-entropy, in
+    float64 numpy: independent of every backend."""
+    w1, b1, w2, b2 = (np.asarray(w, np.float64) for w in weights)
+    x = x.reshape(len(x), -1).astype(np.float64)
+    a = x @ w1 + b1
+    h = np.where(a > 0, a, np.expm1(np.minimum(a, 0)))
+    z = h @ w2 + b2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    dz = (p - np.eye(10)[y]) / len(x)
+    da = (dz @ w2.T) * np.where(a > 0, 1.0, np.exp(np.minimum(a, 0)))
+    return [x.T @ da, da.sum(axis=0), h.T @ dz, dz.sum(axis=0)]
+
+
+class WeightSnapshots(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.weights.append([keras.ops.convert_to_numpy(v) for v in self.model.trainable_weights])
+
+
+@pytest.mark.backends
+def test_recorded_statistics_equal_an_independent_computation(tmp_path, mnist):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = compile_model(build_model("mnist", "fnn", init="zero_normal", seed=1), 1e-3)
+    train_data, _ = make_pipelines(mnist, "mnist", 128, seed=0, max_examples=512)
+    probe = probe_batch(mnist, "mnist", 128)
+    writer = SummaryWriter(str(tmp_path))
+    snapshots = WeightSnapshots()
+    recorder = GradientRecorder(str(tmp_path), writer, probe, first_steps=3, every=2)
+    model.fit(train_data, epochs=1, callbacks=[snapshots, recorder], verbose=0, shuffle=False)
+    writer.close()
+
+    recorded_steps = [1, 2, 3, 4]  # the first 3, then every 2nd of the 4 steps
+    assert sorted({row["step"] for row in recorder.rows}) == recorded_steps
+    names = [("dense1", "kernel"), ("dense1", "bias"), ("logits", "kernel"), ("logits", "bias")]
+    rows = {(r["step"], r["layer"], r["param"]): r for r in recorder.rows}
+    for step in recorded_steps:
+        expected = numpy_fnn_gradients(snapshots.weights[step - 1], *probe)
+        for (layer, param), grad in zip(names, expected):
+            want, got = gradient_statistics(grad), rows[(step, layer, param)]
+            for key, value in want.items():
+                np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-7,
+                                           err_msg=f"step {step} {layer}/{param} {key}")
+
+    accumulator = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    for layer, param in names:
+        events = accumulator.Histograms(f"gradients/{layer}/{param}")
+        assert [e.step for e in events] == recorded_steps
+        for event in events:
+            row = rows[(event.step, layer, param)]
+            assert event.histogram_value.num == row["count"]
+            np.testing.assert_allclose([event.histogram_value.min, event.histogram_value.max],
+                                       [row["min"], row["max"]], rtol=1e-6, atol=1e-12)
