@@ -63,6 +63,12 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
+# The default schedule: every one of the first 5 steps (Figure 12), then
+# sparse enough that recording stays a few percent of an MNIST FNN epoch
+# (scripts/bench.py).
+DEFAULT_GRAD_FIRST_STEPS = 5
+DEFAULT_GRAD_EVERY = 1000
+
 GRADIENT_COLUMNS = ["step", "layer", "param", "count", "mean", "std", "min", "q25", "median",
                     "q75", "max", "zero_fraction"]
 
@@ -97,7 +103,8 @@ class GradientRecorder(keras.callbacks.Callback):
         every: then record every `every` steps; 0 records no more.
     """
 
-    def __init__(self, workdir, writer, probe, first_steps=5, every=250):
+    def __init__(self, workdir, writer, probe, first_steps=DEFAULT_GRAD_FIRST_STEPS,
+                 every=DEFAULT_GRAD_EVERY):
         super().__init__()
         self.path = os.path.join(workdir, "gradients.csv")
         self.writer = writer

@@ -9,6 +9,7 @@ Finished runs are skipped when the command is repeated (`--overwrite` redoes the
 
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ flags.DEFINE_string("init_scope", "all",
 flags.DEFINE_boolean("record_gradients", True,
                      "Record gradient distributions and layer awakening (gradients.csv).")
 flags.DEFINE_integer("grad_first_steps", 5, "Record gradients at each of the first N steps.")
-flags.DEFINE_integer("grad_every", 250, "Then record gradients every N steps (0: never).")
+flags.DEFINE_integer("grad_every", 1000, "Then record gradients every N steps (0: never).")
 flags.DEFINE_boolean("record_symmetry", True,
                      "Record distinct and dead units per layer and epoch (symmetry.csv).")
 # How to train.
@@ -150,12 +151,13 @@ def library_versions():
 def run_config(model, init, bias_scale, seed):
     import keras
 
-    own = {name: FLAGS[name].value for name in _own_flag_names()}
-    own.update(model=model, init=init, bias_scale=bias_scale, seed=seed,
-               inits=list(FLAGS.inits), models=list(FLAGS.model),
-               backend=keras.backend.backend(), versions=library_versions())
-    own["experiment"] = experiment_name()
-    return own
+    config = {name: FLAGS[name].value for name in _own_flag_names()}
+    # The grid's flags stay under their plural names; the run's own values
+    # take the singular ones.
+    config.update(models=config.pop("model"), model=model, init=init, bias_scale=bias_scale,
+                  seed=seed, experiment=experiment_name(), backend=keras.backend.backend(),
+                  versions=library_versions())
+    return config
 
 
 def _own_flag_names():
@@ -187,17 +189,17 @@ def run_grid(scales):
                   f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
             continue
         print(f"{label}: training", flush=True)
-        os.makedirs(workdir, exist_ok=True)
-        for stale in ("summary.json", "metrics.csv"):
-            if os.path.exists(os.path.join(workdir, stale)):
-                os.remove(os.path.join(workdir, stale))
+        # An unfinished (or overwritten) run starts clean: stale event files
+        # would otherwise show up in TensorBoard next to the new ones.
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
         config = run_config(model, init, scale, seed)
         write_json(os.path.join(workdir, "config.json"), config)
         start = time.perf_counter()
         _, summary = train(config, workdir, arrays, verbose=verbose)
-        print(f"{label}: {summary['status']}, test accuracy "
-              f"{summary['final_test_accuracy']:.4f} in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
+              f"test accuracy {summary['final_test_accuracy']} "
+              f"in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def main(argv):

@@ -7,7 +7,8 @@ import time
 
 import keras
 
-from kzero.callbacks import EpochMetricsLogger, GradientRecorder, SymmetryMonitor
+from kzero.callbacks import (DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS, EpochMetricsLogger,
+                             GradientRecorder, SymmetryMonitor)
 from kzero.data import make_pipelines, probe_batch
 from kzero.io import write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
@@ -76,8 +77,9 @@ def train(config, workdir, arrays, verbose="auto"):
         probe = probe_batch(arrays, config["dataset"], config["batch_size"], normalize=is_resnet)
     if config.get("record_gradients", True):
         gradient_recorder = GradientRecorder(
-            workdir, writer, probe, first_steps=config.get("grad_first_steps", 5),
-            every=config.get("grad_every", 250))
+            workdir, writer, probe,
+            first_steps=config.get("grad_first_steps", DEFAULT_GRAD_FIRST_STEPS),
+            every=config.get("grad_every", DEFAULT_GRAD_EVERY))
         callbacks.append(gradient_recorder)
     if config.get("record_symmetry", True):
         callbacks.append(SymmetryMonitor(workdir, writer, probe[0][:SYMMETRY_PROBE_SIZE]))

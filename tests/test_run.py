@@ -190,3 +190,10 @@ def test_missing_dataset_file_fails_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"kzero: error: {tmp_path}/mnist.npz not found" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_recording_flag_defaults_are_the_callbacks_defaults():
+    from kzero.callbacks import DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS
+
+    assert flags.FLAGS["grad_first_steps"].default == DEFAULT_GRAD_FIRST_STEPS
+    assert flags.FLAGS["grad_every"].default == DEFAULT_GRAD_EVERY
