@@ -17,7 +17,8 @@ import numpy as np
 from kzero.gradients import gradient_function
 from kzero.io import write_csv
 
-__all__ = ["METRICS_COLUMNS", "EpochMetricsLogger", "GradientRecorder", "SymmetryMonitor",
+__all__ = ["METRICS_COLUMNS", "Checkpointer", "EpochMetricsLogger", "GradientRecorder",
+           "SymmetryMonitor",
            "distinct_units", "dead_fraction", "gradient_statistics"]
 
 METRICS_COLUMNS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
@@ -38,13 +39,14 @@ class EpochMetricsLogger(keras.callbacks.Callback):
             `tensorboard --logdir runs` shows one run per seed directory.
         writer: a `tensorboardX.SummaryWriter` for `workdir`, shared with other
             callbacks of the run.
+        rows: the rows of the epochs already done, when a run resumes.
     """
 
-    def __init__(self, workdir, writer):
+    def __init__(self, workdir, writer, rows=()):
         super().__init__()
         self.path = os.path.join(workdir, "metrics.csv")
         self.writer = writer
-        self.rows = []
+        self.rows = list(rows)
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -101,19 +103,21 @@ class GradientRecorder(keras.callbacks.Callback):
         probe: `(x, y)` numpy batch of training examples, preprocessed.
         first_steps: record every one of the first `first_steps` steps.
         every: then record every `every` steps; 0 records no more.
+        rows, initial_step: when a run resumes, the rows recorded so far and
+            the number of update steps already done.
     """
 
     def __init__(self, workdir, writer, probe, first_steps=DEFAULT_GRAD_FIRST_STEPS,
-                 every=DEFAULT_GRAD_EVERY):
+                 every=DEFAULT_GRAD_EVERY, rows=(), initial_step=0):
         super().__init__()
         self.path = os.path.join(workdir, "gradients.csv")
         self.writer = writer
         self.probe = probe
         self.first_steps = first_steps
         self.every = every
-        self.rows = []
+        self.rows = list(rows)
         self.awakening_step = {}
-        self._step = 0
+        self._step = initial_step
         self._gradients = None
 
     def due(self, step):
@@ -125,6 +129,14 @@ class GradientRecorder(keras.callbacks.Callback):
         self._gradients = gradient_function(model)
         self._names = [v.path.split("/")[-2:] for v in model.trainable_variables]
         self.awakening_step = {layer: None for layer, param in self._names if param == "kernel"}
+        for row in self.rows:
+            self._note_awakening(row)
+
+    def _note_awakening(self, row):
+        layer = row["layer"]
+        if (row["param"] == "kernel" and self.awakening_step.get(layer, 0) is None
+                and row["zero_fraction"] < 1.0):
+            self.awakening_step[layer] = row["step"]
 
     def on_train_batch_begin(self, batch, logs=None):
         self._step += 1
@@ -132,15 +144,31 @@ class GradientRecorder(keras.callbacks.Callback):
             return
         self.model  # noqa: B018  brings the current weights back to the model under jax
         for (layer, param), grad in zip(self._names, self._gradients(*self.probe)):
-            stats = gradient_statistics(grad)
-            self.rows.append({"step": self._step, "layer": layer, "param": param, **stats})
+            row = {"step": self._step, "layer": layer, "param": param,
+                   **gradient_statistics(grad)}
+            self.rows.append(row)
+            self._note_awakening(row)
             self.writer.add_histogram(f"gradients/{layer}/{param}", grad, self._step)
-            if (param == "kernel" and self.awakening_step[layer] is None
-                    and stats["zero_fraction"] < 1.0):
-                self.awakening_step[layer] = self._step
 
     def on_epoch_end(self, epoch, logs=None):
         write_csv(self.path, GRADIENT_COLUMNS, self.rows)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves the model with its optimizer state after every epoch, atomically,
+    so that a killed run resumes from its last finished epoch. Goes last in
+    the callback list: an epoch counts as done once its files are written."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite((logs or {}).get("loss", math.nan)):
+            return  # nothing worth resuming from
+        tmp = os.path.join(os.path.dirname(self.path), ".tmp-" + os.path.basename(self.path))
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
 
 
 SYMMETRY_COLUMNS = ["epoch", "layer", "units", "distinct_units", "dead_fraction"]
@@ -179,21 +207,23 @@ class SymmetryMonitor(keras.callbacks.Callback):
         workdir: the run's directory.
         writer: the run's `tensorboardX.SummaryWriter`.
         probe_x: numpy batch of inputs for the dead-unit check.
+        rows: the rows of the epochs already done, when a run resumes.
     """
 
-    def __init__(self, workdir, writer, probe_x):
+    def __init__(self, workdir, writer, probe_x, rows=()):
         super().__init__()
         self.path = os.path.join(workdir, "symmetry.csv")
         self.writer = writer
         self.probe_x = probe_x
-        self.rows = []
+        self.rows = list(rows)
 
     def on_train_begin(self, logs=None):
         model = self.model
         self.layers = [layer for layer in model.layers
                        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
         self._outputs = keras.Model(model.input, [layer.output for layer in self.layers])
-        self.record(0)
+        if not self.rows:
+            self.record(0)
 
     def on_epoch_end(self, epoch, logs=None):
         self.record(epoch + 1)

@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["DataError", "DATASETS", "load_arrays", "make_pipelines", "pad_crop_flip",
-           "probe_batch"]
+__all__ = ["DataError", "DATASETS", "epoch_order", "load_arrays", "make_pipelines",
+           "pad_crop_flip", "probe_batch"]
 
 DATA_DIR_ENV = "KZERO_DATA_DIR"
 
@@ -172,12 +172,24 @@ def _preprocessor(dataset, normalize):
     return preprocess
 
 
-def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=False,
-                   max_examples=None):
-    """Returns `(train, test)` tf.data pipelines of (float32 images [B, H, W, C]
-    scaled to [0, 1], int32 labels).
+def epoch_order(seed, epoch, n):
+    """The order of the training examples in `epoch`: a function of (seed,
+    epoch) alone, so a resumed run sees the same batches as an uninterrupted one."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
-    The training split is reshuffled every epoch (deterministically from `seed`).
+
+def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
+                   normalize=False, augment=False, max_examples=None):
+    """Returns `(train, steps_per_epoch, test)`: tf.data pipelines of (float32
+    images [B, H, W, C] scaled to [0, 1], int32 labels) and the number of
+    training batches per epoch.
+
+    `train` yields the batches of epochs `initial_epoch` .. `epochs - 1` back
+    to back, so `model.fit` must get `steps_per_epoch` (it then keeps one
+    iterator across epochs). Each epoch's order comes from `epoch_order`, and
+    each batch's augmentation from a stateless seed (seed, global batch index):
+    a run is reproducible from its seed and can resume at any epoch.
+
     `normalize` subtracts the per-channel mean and divides by the std;
     `augment` adds pad-4 random crops and horizontal flips to the training
     split only. `max_examples` keeps the first N examples of each split.
@@ -190,20 +202,27 @@ def make_pipelines(arrays, dataset, batch_size, seed, normalize=False, augment=F
         x, y = arrays[f"x_{name}"], arrays[f"y_{name}"]
         if max_examples:
             x, y = x[:max_examples], y[:max_examples]
-        return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
+        return x, y
 
-    train, n_train = split("train")
-    train = train.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
-    train = train.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    x, y = split("train")
+    steps_per_epoch = -(-len(x) // batch_size)
+    orders = np.stack([epoch_order(seed, epoch, len(x))
+                       for epoch in range(initial_epoch, epochs)]).astype(np.int32)
+    images, labels = tf.constant(x), tf.constant(y)
+    train = (tf.data.Dataset.from_tensor_slices(orders)
+             .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+             .map(lambda index: preprocess(tf.gather(images, index), tf.gather(labels, index)),
+                  num_parallel_calls=tf.data.AUTOTUNE))
     if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        train = tf.data.Dataset.zip((train, seeds)).map(
-            lambda batch, s: (pad_crop_flip(batch[0], s), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    test, _ = split("test")
-    test = test.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+        train = train.enumerate(start=initial_epoch * steps_per_epoch).map(
+            lambda step, batch: (
+                pad_crop_flip(batch[0], tf.stack([tf.constant(seed, tf.int64), step])),
+                batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    test = tf.data.Dataset.from_tensor_slices(split("test")).batch(batch_size)
+    test = test.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return (train.prefetch(tf.data.AUTOTUNE), steps_per_epoch,
+            test.prefetch(tf.data.AUTOTUNE))
 
 
 def probe_batch(arrays, dataset, size, normalize=False):

@@ -7,6 +7,8 @@ Each run writes `<output_dir>/<experiment>/<variant>/seed_<k>/` holding
 Finished runs are skipped when the command is repeated (`--overwrite` redoes them).
 """
 
+import contextlib
+import fcntl
 import os
 import platform
 import shutil
@@ -170,8 +172,6 @@ def experiment_name():
 
 def run_grid(scales):
     from kzero.data import load_arrays
-    from kzero.io import read_json, write_json
-    from kzero.train import train
 
     runs = list(grid(scales))
     arrays = load_arrays(FLAGS.dataset, FLAGS.data_dir)
@@ -182,24 +182,53 @@ def run_grid(scales):
         variant = variant_name(model, init, scale, FLAGS.init_scope)
         workdir = os.path.join(root, variant, f"seed_{seed}")
         label = f"[{index}/{len(runs)}] {variant}/seed_{seed}"
-        summary_path = os.path.join(workdir, "summary.json")
-        if os.path.exists(summary_path) and not FLAGS.overwrite:
-            done = read_json(summary_path)
-            print(f"{label}: already {done['status']} "
-                  f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
-            continue
+        os.makedirs(os.path.dirname(workdir), exist_ok=True)
+        with _run_lock(workdir) as locked:
+            if not locked:
+                print(f"{label}: being trained by another process, skipped", flush=True)
+                continue
+            _train_one(label, workdir, arrays, run_config(model, init, scale, seed), verbose)
+
+
+@contextlib.contextmanager
+def _run_lock(workdir):
+    """An exclusive lock per run, so that two runners sharing an output dir
+    (different variants, shards, or the same command twice) never train the
+    same run at once. The OS drops it when the process dies, even by SIGKILL."""
+    with open(os.path.join(os.path.dirname(workdir),
+                           f".{os.path.basename(workdir)}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _train_one(label, workdir, arrays, config, verbose):
+    from kzero.io import read_json, write_json
+    from kzero.train import CHECKPOINT, train
+
+    summary_path = os.path.join(workdir, "summary.json")
+    if os.path.exists(summary_path) and not FLAGS.overwrite:
+        done = read_json(summary_path)
+        print(f"{label}: already {done['status']} "
+              f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
+        return
+    if os.path.exists(os.path.join(workdir, CHECKPOINT)) and not FLAGS.overwrite:
+        print(f"{label}: resuming", flush=True)
+    else:
         print(f"{label}: training", flush=True)
-        # An unfinished (or overwritten) run starts clean: stale event files
-        # would otherwise show up in TensorBoard next to the new ones.
+        # A fresh start leaves nothing of an earlier attempt: stale event files
+        # would show up in TensorBoard next to the new ones.
         shutil.rmtree(workdir, ignore_errors=True)
-        os.makedirs(workdir)
-        config = run_config(model, init, scale, seed)
-        write_json(os.path.join(workdir, "config.json"), config)
-        start = time.perf_counter()
-        _, summary = train(config, workdir, arrays, verbose=verbose)
-        print(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
-              f"test accuracy {summary['final_test_accuracy']} "
-              f"in {time.perf_counter() - start:.1f} s", flush=True)
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), config)
+    start = time.perf_counter()
+    _, summary = train(config, workdir, arrays, verbose=verbose)
+    print(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
+          f"test accuracy {summary['final_test_accuracy']} "
+          f"in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def main(argv):

@@ -1,5 +1,6 @@
 """Training one run: build, compile, fit with the test split evaluated after
-every epoch (the paper's metric), and record the results in the run's workdir."""
+every epoch (the paper's metric), and record the results in the run's workdir.
+A run killed mid-way resumes from its last finished epoch."""
 
 import math
 import os
@@ -7,13 +8,13 @@ import time
 
 import keras
 
-from kzero.callbacks import (DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS, EpochMetricsLogger,
-                             GradientRecorder, SymmetryMonitor)
+from kzero.callbacks import (DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS, Checkpointer,
+                             EpochMetricsLogger, GradientRecorder, SymmetryMonitor)
 from kzero.data import make_pipelines, probe_batch
-from kzero.io import write_json
+from kzero.io import read_csv, write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
 
-__all__ = ["INIT_SCOPES", "compile_model", "train"]
+__all__ = ["CHECKPOINT", "INIT_SCOPES", "compile_model", "train"]
 
 # Which layers an init scheme reaches. "paper_code" reproduces the paper's public
 # ResNet-50 code, whose zero init only reached the stem conv and the last dense
@@ -23,6 +24,9 @@ INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
 SYMMETRY_PROBE_SIZE = 32
+
+# The latest finished epoch's model and optimizer state; removed when the run ends.
+CHECKPOINT = "checkpoint.keras"
 
 
 def compile_model(model, learning_rate):
@@ -35,8 +39,35 @@ def compile_model(model, learning_rate):
     return model
 
 
+def _number(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _rows(workdir, name, keep):
+    path = os.path.join(workdir, name)
+    if not os.path.exists(path):
+        return []
+    rows = [{k: _number(v) for k, v in row.items()} for row in read_csv(path)]
+    return [row for row in rows if keep(row)]
+
+
+def _diverged_epoch(rows):
+    for row in rows:
+        if not (math.isfinite(row["loss"]) and math.isfinite(row["test_loss"])):
+            return row["epoch"]
+    return None
+
+
 def train(config, workdir, arrays, verbose="auto"):
     """Trains one run described by `config` and writes its results to `workdir`.
+
+    If `workdir` holds a checkpoint of an unfinished run, training resumes
+    after its last finished epoch, and ends as the uninterrupted run would have.
 
     Args:
         config: dict with at least `dataset`, `model`, `init`, `bias_scale`,
@@ -58,19 +89,33 @@ def train(config, workdir, arrays, verbose="auto"):
 
     os.makedirs(workdir, exist_ok=True)
     is_resnet = config["model"] == "resnet50"
-    model = build_model(
-        config["dataset"], config["model"], init=config["init"],
-        bias_scale=config["bias_scale"] if config["bias_scale"] is not None else 1.0,
-        activation=config["activation"], seed=config["seed"],
-        initialized_layers=INIT_SCOPES[config.get("init_scope", "all")],
-    )
-    compile_model(model, config["learning_rate"])
-    train_data, test_data = make_pipelines(
+    checkpoint = os.path.join(workdir, CHECKPOINT)
+    n_train = len(arrays["x_train"][:config.get("max_examples")])
+    steps_per_epoch = -(-n_train // config["batch_size"])
+    if os.path.exists(checkpoint):
+        model = keras.saving.load_model(checkpoint)
+        # The optimizer's step count says which epochs the checkpoint holds;
+        # rows written after it (a kill between the two) are redone.
+        initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
+    else:
+        model = build_model(
+            config["dataset"], config["model"], init=config["init"],
+            bias_scale=config["bias_scale"] if config["bias_scale"] is not None else 1.0,
+            activation=config["activation"], seed=config["seed"],
+            initialized_layers=INIT_SCOPES[config.get("init_scope", "all")],
+        )
+        compile_model(model, config["learning_rate"])
+        initial_epoch = 0
+    train_data, _, test_data = make_pipelines(
         arrays, config["dataset"], config["batch_size"], seed=config["seed"],
-        normalize=is_resnet, augment=is_resnet, max_examples=config.get("max_examples"),
+        epochs=config["epochs"], initial_epoch=initial_epoch, normalize=is_resnet,
+        augment=is_resnet, max_examples=config.get("max_examples"),
     )
+    initial_step = initial_epoch * steps_per_epoch
+
     writer = SummaryWriter(workdir, flush_secs=30)
-    metrics_logger = EpochMetricsLogger(workdir, writer)
+    metrics_logger = EpochMetricsLogger(
+        workdir, writer, _rows(workdir, "metrics.csv", lambda r: r["epoch"] <= initial_epoch))
     callbacks = [metrics_logger, keras.callbacks.TerminateOnNaN()]
     gradient_recorder = None
     if config.get("record_gradients", True) or config.get("record_symmetry", True):
@@ -79,25 +124,33 @@ def train(config, workdir, arrays, verbose="auto"):
         gradient_recorder = GradientRecorder(
             workdir, writer, probe,
             first_steps=config.get("grad_first_steps", DEFAULT_GRAD_FIRST_STEPS),
-            every=config.get("grad_every", DEFAULT_GRAD_EVERY))
+            every=config.get("grad_every", DEFAULT_GRAD_EVERY),
+            rows=_rows(workdir, "gradients.csv", lambda r: r["step"] <= initial_step),
+            initial_step=initial_step)
         callbacks.append(gradient_recorder)
     if config.get("record_symmetry", True):
-        callbacks.append(SymmetryMonitor(workdir, writer, probe[0][:SYMMETRY_PROBE_SIZE]))
+        callbacks.append(SymmetryMonitor(
+            workdir, writer, probe[0][:SYMMETRY_PROBE_SIZE],
+            rows=_rows(workdir, "symmetry.csv", lambda r: r["epoch"] <= initial_epoch)))
+    callbacks.append(Checkpointer(checkpoint))
     start = time.perf_counter()
     try:
         model.fit(
             train_data, validation_data=test_data, epochs=config["epochs"],
-            callbacks=callbacks,
-            verbose=verbose, shuffle=False,  # the pipeline shuffles, seeded
+            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks, verbose=verbose,
+            shuffle=False,  # the pipeline shuffles, per epoch and seeded
         )
     finally:
         writer.close()
     rows = metrics_logger.rows
     last = rows[-1] if rows else {}
-    diverged = not rows or not math.isfinite(last["loss"])
+    diverged_epoch = _diverged_epoch(rows)
     summary = {
-        "status": "diverged" if diverged else "finished",
+        "status": "diverged" if diverged_epoch is not None or not rows else "finished",
+        "diverged_epoch": diverged_epoch,
         "epochs_completed": len(rows),
+        "resumed_from_epoch": initial_epoch or None,
         "final_test_accuracy": last.get("test_accuracy"),
         "final_test_loss": last.get("test_loss"),
         "wall_seconds": round(time.perf_counter() - start, 3),
@@ -105,4 +158,6 @@ def train(config, workdir, arrays, verbose="auto"):
     if gradient_recorder is not None:
         summary["awakening_step"] = gradient_recorder.awakening_step
     write_json(os.path.join(workdir, "summary.json"), summary)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
     return model, summary

@@ -21,9 +21,10 @@ def test_real_files_have_the_keras_layout(mnist, cifar10):
 
 
 def test_pipeline_scales_batches_and_labels(mnist):
-    train, test = make_pipelines(mnist, "mnist", batch_size=128, seed=0, max_examples=300)
+    train, steps, test = make_pipelines(mnist, "mnist", batch_size=128, seed=0, epochs=1,
+                                        max_examples=300)
     train_batches, test_batches = batches(train), batches(test)
-    assert [len(y) for _, y in train_batches] == [128, 128, 44]
+    assert steps == 3 and [len(y) for _, y in train_batches] == [128, 128, 44]
     x, y = test_batches[0]
     assert x.shape == (128, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int32
     np.testing.assert_allclose(x[..., 0], mnist["x_test"][:128] / 255.0, rtol=1e-6)
@@ -31,18 +32,33 @@ def test_pipeline_scales_batches_and_labels(mnist):
 
 
 def test_training_order_reshuffles_each_epoch_deterministically(mnist):
-    train, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, max_examples=1000)
-    first = np.concatenate([y for _, y in batches(train)])
-    second = np.concatenate([y for _, y in batches(train)])
+    train, steps, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, epochs=2,
+                                     max_examples=1000)
+    labels = np.concatenate([y for _, y in batches(train)])
+    first, second = labels[:1000], labels[1000:]
+    assert steps == 10 and len(labels) == 2000
     assert not np.array_equal(first, second)
     assert sorted(first) == sorted(second) == sorted(mnist["y_train"][:1000])
-    again, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, max_examples=1000)
-    np.testing.assert_array_equal(first, np.concatenate([y for _, y in batches(again)]))
+    again, _, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, epochs=2,
+                                 max_examples=1000)
+    np.testing.assert_array_equal(labels, np.concatenate([y for _, y in batches(again)]))
+
+
+def test_a_resumed_pipeline_yields_the_batches_of_the_uninterrupted_one(cifar10):
+    kwargs = dict(batch_size=32, seed=5, epochs=3, normalize=True, augment=True,
+                  max_examples=96)
+    full, steps, _ = make_pipelines(cifar10, "cifar10", **kwargs)
+    resumed, _, _ = make_pipelines(cifar10, "cifar10", initial_epoch=2, **kwargs)
+    full_batches, resumed_batches = batches(full), batches(resumed)
+    assert len(full_batches) == 3 * steps and len(resumed_batches) == steps
+    for (xa, ya), (xb, yb) in zip(full_batches[2 * steps:], resumed_batches):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_array_equal(xa, xb)  # same crops and flips too
 
 
 def test_evaluation_sees_unaugmented_normalized_32x32_images(cifar10):
-    train, test = make_pipelines(cifar10, "cifar10", batch_size=64, seed=0,
-                                 normalize=True, augment=True, max_examples=128)
+    train, _, test = make_pipelines(cifar10, "cifar10", batch_size=64, seed=0, epochs=1,
+                                    normalize=True, augment=True, max_examples=128)
     spec = DATASETS["cifar10"]
     expected = (cifar10["x_test"][:64] / 255.0 - spec.mean) / spec.std
     x, _ = batches(test)[0]
@@ -74,10 +90,9 @@ def test_pad_crop_flip_is_a_shift_and_flip_of_each_image(cifar10):
 
 
 def test_training_augmentation_differs_between_epochs(cifar10):
-    train, _ = make_pipelines(cifar10, "cifar10", batch_size=16, seed=0, normalize=True,
-                              augment=True, max_examples=16)
-    (a, ya), = batches(train)
-    (b, yb), = batches(train)
+    train, _, _ = make_pipelines(cifar10, "cifar10", batch_size=16, seed=0, epochs=2,
+                                 normalize=True, augment=True, max_examples=16)
+    (a, ya), (b, yb) = batches(train)
     order = np.argsort(ya, kind="stable"), np.argsort(yb, kind="stable")
     assert not np.allclose(a[order[0]], b[order[1]])
 

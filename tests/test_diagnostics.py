@@ -113,12 +113,13 @@ def test_recorded_statistics_equal_an_independent_computation(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = compile_model(build_model("mnist", "fnn", init="zero_normal", seed=1), 1e-3)
-    train_data, _ = make_pipelines(mnist, "mnist", 128, seed=0, max_examples=512)
+    train_data, steps, _ = make_pipelines(mnist, "mnist", 128, seed=0, epochs=1, max_examples=512)
     probe = probe_batch(mnist, "mnist", 128)
     writer = SummaryWriter(str(tmp_path))
     snapshots = WeightSnapshots()
     recorder = GradientRecorder(str(tmp_path), writer, probe, first_steps=3, every=2)
-    model.fit(train_data, epochs=1, callbacks=[snapshots, recorder], verbose=0, shuffle=False)
+    model.fit(train_data, epochs=1, steps_per_epoch=steps, callbacks=[snapshots, recorder],
+              verbose=0, shuffle=False)
     writer.close()
 
     recorded_steps = [1, 2, 3, 4]  # the first 3, then every 2nd of the 4 steps
