@@ -18,7 +18,7 @@ from kzero.gradients import gradient_function
 from kzero.io import write_csv
 
 __all__ = ["METRICS_COLUMNS", "Checkpointer", "EpochMetricsLogger", "GradientRecorder",
-           "SymmetryMonitor",
+           "StopOnRequest", "SymmetryMonitor",
            "distinct_units", "dead_fraction", "gradient_statistics"]
 
 METRICS_COLUMNS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
@@ -148,10 +148,33 @@ class GradientRecorder(keras.callbacks.Callback):
                    **gradient_statistics(grad)}
             self.rows.append(row)
             self._note_awakening(row)
-            self.writer.add_histogram(f"gradients/{layer}/{param}", grad, self._step)
+            finite = grad[np.isfinite(grad)]
+            if finite.size:  # a diverged run's NaNs stay in gradients.csv only
+                self.writer.add_histogram(f"gradients/{layer}/{param}", finite, self._step)
 
     def on_epoch_end(self, epoch, logs=None):
         write_csv(self.path, GRADIENT_COLUMNS, self.rows)
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Raises `KeyboardInterrupt` at the next batch boundary once `request`
+    (a `threading.Event`) is set, before the epoch's files are written.
+
+    A `KeyboardInterrupt` raised straight from a signal handler is not
+    reliable here: it can fire inside a garbage-collection callback of jax,
+    which swallows it, and training goes on. The runner's handler only sets
+    the event; this callback raises where nothing swallows it.
+    """
+
+    def __init__(self, request):
+        super().__init__()
+        self.request = request
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.request.is_set():
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
 
 
 class Checkpointer(keras.callbacks.Callback):

@@ -1,4 +1,5 @@
-"""MNIST and CIFAR-10: loading, checking, and tf.data input pipelines.
+"""MNIST and CIFAR-10: loading, checking, and input pipelines (tf.data, or
+NumPy where TensorFlow is not installed).
 
 Sources, in order: a directory holding `mnist.npz` / `cifar10.npz` in the
 `keras.datasets` layout (`--data_dir`, else `$KZERO_DATA_DIR`), then
@@ -6,14 +7,15 @@ tensorflow-datasets (which downloads). Local files are looked for first because
 an offline `tfds.load` retries for minutes before it fails.
 """
 
+import importlib.util
 import os
 import socket
 import zipfile
 
 import numpy as np
 
-__all__ = ["DataError", "DATASETS", "epoch_order", "load_arrays", "make_pipelines",
-           "pad_crop_flip", "probe_batch"]
+__all__ = ["DataError", "DATASETS", "PIPELINES", "epoch_order", "load_arrays",
+           "make_pipelines", "pad_crop_flip", "pad_crop_flip_numpy", "probe_batch"]
 
 DATA_DIR_ENV = "KZERO_DATA_DIR"
 
@@ -154,22 +156,29 @@ def pad_crop_flip(images, seed, pad=4):
     return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
 
 
-def _preprocessor(dataset, normalize):
-    import tensorflow as tf
+def pad_crop_flip_numpy(images, rng, pad=4):
+    """`pad_crop_flip` in NumPy, drawing from the generator `rng`: the same
+    augmentation (not the same random draws) for the TensorFlow-free pipeline."""
+    batch, height, width = images.shape[:3]
+    offsets = rng.integers(0, 2 * pad + 1, size=(batch, 2))
+    padded = np.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    rows = offsets[:, :1] + np.arange(height)[None, :]
+    cols = offsets[:, 1:] + np.arange(width)[None, :]
+    cropped = padded[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    flip = rng.random(batch) < 0.5
+    cropped[flip] = cropped[flip, :, ::-1]
+    return cropped
 
+
+def _finish(images, dataset, normalize):
+    """From float32 images in [0, 1] to model inputs. Plain arithmetic, so the
+    same code serves NumPy arrays and TensorFlow tensors."""
     spec = DATASETS[dataset]
-    mean = spec.mean.reshape(1, 1, 1, -1)
-    std = spec.std.reshape(1, 1, 1, -1)
-
-    def preprocess(images, labels):
-        images = tf.cast(images, tf.float32) / 255.0
-        if len(spec.image_shape) == 2:
-            images = images[..., None]
-        if normalize:
-            images = (images - mean) / std
-        return images, tf.cast(labels, tf.int32)
-
-    return preprocess
+    if len(spec.image_shape) == 2:
+        images = images[..., None]
+    if normalize:
+        images = (images - spec.mean) / spec.std
+    return images
 
 
 def epoch_order(seed, epoch, n):
@@ -178,36 +187,60 @@ def epoch_order(seed, epoch, n):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+PIPELINES = ("auto", "tf", "numpy")
+
+
+def has_tensorflow():
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        return False
+
+
 def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
-                   normalize=False, augment=False, max_examples=None):
-    """Returns `(train, steps_per_epoch, test)`: tf.data pipelines of (float32
+                   normalize=False, augment=False, max_examples=None, pipeline="auto"):
+    """Returns `(train, steps_per_epoch, test)`: input pipelines of (float32
     images [B, H, W, C] scaled to [0, 1], int32 labels) and the number of
     training batches per epoch.
 
     `train` yields the batches of epochs `initial_epoch` .. `epochs - 1` back
     to back, so `model.fit` must get `steps_per_epoch` (it then keeps one
     iterator across epochs). Each epoch's order comes from `epoch_order`, and
-    each batch's augmentation from a stateless seed (seed, global batch index):
-    a run is reproducible from its seed and can resume at any epoch.
+    each batch's augmentation from a seed (seed, global batch index): a run is
+    reproducible from its seed and can resume at any epoch.
 
     `normalize` subtracts the per-channel mean and divides by the std;
     `augment` adds pad-4 random crops and horizontal flips to the training
     split only. `max_examples` keeps the first N examples of each split.
+    `pipeline` is "tf" (tf.data), "numpy" (a `keras.utils.PyDataset`, for
+    machines without TensorFlow) or "auto" (tf.data where TensorFlow is
+    installed). Both give the same batches; only the augmentation's random
+    draws differ.
     """
-    import tensorflow as tf
-
-    preprocess = _preprocessor(dataset, normalize)
-
-    def split(name):
-        x, y = arrays[f"x_{name}"], arrays[f"y_{name}"]
-        if max_examples:
-            x, y = x[:max_examples], y[:max_examples]
-        return x, y
-
-    x, y = split("train")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
+    if pipeline == "auto":
+        pipeline = "tf" if has_tensorflow() else "numpy"
+    limit = slice(None, max_examples)
+    x, y = arrays["x_train"][limit], arrays["y_train"][limit]
+    test_x, test_y = arrays["x_test"][limit], arrays["y_test"][limit]
     steps_per_epoch = -(-len(x) // batch_size)
     orders = np.stack([epoch_order(seed, epoch, len(x))
                        for epoch in range(initial_epoch, epochs)]).astype(np.int32)
+    build = _tf_pipelines if pipeline == "tf" else _numpy_pipelines
+    train, test = build(x, y, test_x, test_y, orders, dataset, batch_size, seed,
+                        steps_per_epoch, initial_epoch, normalize, augment)
+    return train, steps_per_epoch, test
+
+
+def _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps_per_epoch,
+                  initial_epoch, normalize, augment):
+    import tensorflow as tf
+
+    def preprocess(images, labels):
+        images = _finish(tf.cast(images, tf.float32) / 255.0, dataset, normalize)
+        return images, tf.cast(labels, tf.int32)
+
     images, labels = tf.constant(x), tf.constant(y)
     train = (tf.data.Dataset.from_tensor_slices(orders)
              .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
@@ -219,14 +252,43 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
                 pad_crop_flip(batch[0], tf.stack([tf.constant(seed, tf.int64), step])),
                 batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
-    test = tf.data.Dataset.from_tensor_slices(split("test")).batch(batch_size)
+    test = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch_size)
     test = test.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    return (train.prefetch(tf.data.AUTOTUNE), steps_per_epoch,
-            test.prefetch(tf.data.AUTOTUNE))
+    return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+
+
+def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps_per_epoch,
+                     initial_epoch, normalize, augment):
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        """Batch i is batch i % steps of epoch i // steps: no state changes
+        between epochs, so prefetching workers cannot get ahead of the order."""
+
+        def __init__(self, x, y, orders, augment, **kwargs):
+            super().__init__(**kwargs)
+            self.x, self.y, self.orders, self.augment = x, y, orders, augment
+
+        def __len__(self):
+            return len(self.orders) * -(-self.orders.shape[1] // batch_size)
+
+        def __getitem__(self, i):
+            steps = -(-self.orders.shape[1] // batch_size)
+            index = self.orders[i // steps, (i % steps) * batch_size:][:batch_size]
+            images = _finish(self.x[index].astype(np.float32) / 255.0, dataset, normalize)
+            if self.augment:
+                rng = np.random.default_rng([seed, initial_epoch * steps + i])
+                images = pad_crop_flip_numpy(images, rng)
+            return images.astype(np.float32), self.y[index].astype(np.int32)
+
+    train = Batches(x, y, orders, augment, workers=2, max_queue_size=8)
+    test = Batches(test_x, test_y, np.arange(len(test_x))[None], False)
+    return train, test
 
 
 def probe_batch(arrays, dataset, size, normalize=False):
     """The first `size` training examples, preprocessed as for training but not
     augmented, as numpy `(x, y)`: a fixed batch for diagnostics."""
-    x, y = _preprocessor(dataset, normalize)(arrays["x_train"][:size], arrays["y_train"][:size])
-    return x.numpy(), y.numpy()
+    images = arrays["x_train"][:size].astype(np.float32) / 255.0
+    return (_finish(images, dataset, normalize).astype(np.float32),
+            arrays["y_train"][:size].astype(np.int32))

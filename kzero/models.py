@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from kzero.initializers import get_scheme
+from kzero.layers import BatchNormalization
 
 __all__ = ["ACTIVATIONS", "MODELS", "INPUT_SHAPES", "NUM_CLASSES", "build_model"]
 
@@ -21,8 +22,8 @@ ACTIVATIONS = {
     for name in ["elu", "relu", "leaky_relu", "selu", "sigmoid", "tanh"]
 }
 
-# BatchNormalization as PyTorch's defaults (the paper's code): momentum 0.1 there
-# is 0.9 here, and eps 1e-5.
+# BatchNormalization with PyTorch's defaults (the paper's code): momentum 0.1
+# there is 0.9 here, and eps 1e-5. kzero's own layer: see kzero/layers.py.
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
@@ -99,7 +100,7 @@ def _cnn(f, x, dataset):
             conv_index += 1
             x = f.conv(x, width, 3, f"conv{conv_index}")
         x = keras.layers.MaxPooling2D(2, name=f"pool{stage}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{stage}", **_BN)(x)
+        x = BatchNormalization(name=f"bn{stage}", **_BN)(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = f.dense(x, 1024, "dense1")
     x = f.dense(x, 512, "dense2")
@@ -111,22 +112,22 @@ def _bottleneck(f, x, planes, strides, name):
     every conv, the model's activation instead of ReLU, no BN after conv1."""
     out = f.conv(x, planes, 1, f"{name}_conv1")
     out = f.conv(out, planes, 3, f"{name}_conv2", strides=strides, activate=False)
-    out = keras.layers.BatchNormalization(name=f"{name}_bn2", **_BN)(out)
+    out = BatchNormalization(name=f"{name}_bn2", **_BN)(out)
     out = f.act(out, f"{name}_act2")
     out = f.conv(out, 4 * planes, 1, f"{name}_conv3", activate=False)
-    out = keras.layers.BatchNormalization(name=f"{name}_bn3", **_BN)(out)
+    out = BatchNormalization(name=f"{name}_bn3", **_BN)(out)
     shortcut = x
     if strides != 1 or x.shape[-1] != 4 * planes:
         shortcut = f.conv(x, 4 * planes, 1, f"{name}_shortcut_conv", strides=strides,
                           activate=False)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn", **_BN)(shortcut)
+        shortcut = BatchNormalization(name=f"{name}_shortcut_bn", **_BN)(shortcut)
     out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
     return f.act(out, f"{name}_out")
 
 
 def _resnet50(f, x, dataset):
     x = f.conv(x, 64, 3, "stem_conv", activate=False)
-    x = keras.layers.BatchNormalization(name="stem_bn", **_BN)(x)
+    x = BatchNormalization(name="stem_bn", **_BN)(x)
     x = f.act(x, "stem_act")
     for stage, (planes, blocks, strides) in enumerate(
         [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1

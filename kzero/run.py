@@ -12,8 +12,10 @@ import fcntl
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,6 +52,9 @@ flags.DEFINE_integer("runs", 5, "Seeds per variant: seed, seed+1, ...")
 flags.DEFINE_integer("seed", 0, "Base seed.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_string("pipeline", "auto",
+                    "Input pipeline: tf (tf.data), numpy (no TensorFlow needed), or auto "
+                    "(tf where TensorFlow is installed).")
 flags.DEFINE_integer("max_examples", None,
                      "Use only the first N examples of each split (quick tries, tests).")
 # Where.
@@ -73,7 +78,7 @@ def validate_flags():
     """Checks every flag before anything is trained or written.
 
     Returns the parsed bias scales."""
-    from kzero.data import DATASETS
+    from kzero.data import DATASETS, PIPELINES, has_tensorflow
     from kzero.initializers import SCHEMES
     from kzero.models import ACTIVATIONS, MODELS
     from kzero.train import INIT_SCOPES
@@ -92,6 +97,9 @@ def validate_flags():
         _check("inits", init, SCHEMES)
     _check("activation", FLAGS.activation, ACTIVATIONS)
     _check("init_scope", FLAGS.init_scope, INIT_SCOPES)
+    _check("pipeline", FLAGS.pipeline, PIPELINES)
+    if FLAGS.pipeline == "tf" and not has_tensorflow():
+        raise FlagError("--pipeline=tf: TensorFlow is not installed; use --pipeline=numpy")
     scales = []
     for text in FLAGS.bias_scales:
         try:
@@ -170,6 +178,16 @@ def experiment_name():
     return FLAGS.experiment or f"{FLAGS.dataset}_{'_'.join(FLAGS.model)}"
 
 
+# Set by SIGINT or SIGTERM: the run in progress stops at its next batch.
+STOP_REQUEST = threading.Event()
+
+
+def _request_stop(signum, frame):
+    if STOP_REQUEST.is_set():  # a second Ctrl-C: stop now, wherever we are
+        raise KeyboardInterrupt
+    STOP_REQUEST.set()
+
+
 def run_grid(scales):
     from kzero.data import load_arrays
 
@@ -182,6 +200,8 @@ def run_grid(scales):
         variant = variant_name(model, init, scale, FLAGS.init_scope)
         workdir = os.path.join(root, variant, f"seed_{seed}")
         label = f"[{index}/{len(runs)}] {variant}/seed_{seed}"
+        if STOP_REQUEST.is_set():
+            raise KeyboardInterrupt
         os.makedirs(os.path.dirname(workdir), exist_ok=True)
         with _run_lock(workdir) as locked:
             if not locked:
@@ -225,7 +245,7 @@ def _train_one(label, workdir, arrays, config, verbose):
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), config)
     start = time.perf_counter()
-    _, summary = train(config, workdir, arrays, verbose=verbose)
+    _, summary = train(config, workdir, arrays, verbose=verbose, stop_request=STOP_REQUEST)
     print(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
           f"test accuracy {summary['final_test_accuracy']} "
           f"in {time.perf_counter() - start:.1f} s", flush=True)
@@ -242,6 +262,8 @@ def main(argv):
         _fail(str(e))
     from kzero.data import DataError
 
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
     try:
         run_grid(scales)
     except DataError as e:

@@ -9,7 +9,8 @@ import time
 import keras
 
 from kzero.callbacks import (DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS, Checkpointer,
-                             EpochMetricsLogger, GradientRecorder, SymmetryMonitor)
+                             EpochMetricsLogger, GradientRecorder, StopOnRequest,
+                             SymmetryMonitor)
 from kzero.data import make_pipelines, probe_batch
 from kzero.io import read_csv, write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
@@ -63,7 +64,7 @@ def _diverged_epoch(rows):
     return None
 
 
-def train(config, workdir, arrays, verbose="auto"):
+def train(config, workdir, arrays, verbose="auto", stop_request=None):
     """Trains one run described by `config` and writes its results to `workdir`.
 
     If `workdir` holds a checkpoint of an unfinished run, training resumes
@@ -73,6 +74,7 @@ def train(config, workdir, arrays, verbose="auto"):
         config: dict with at least `dataset`, `model`, `init`, `bias_scale`,
             `activation`, `seed`, `epochs`, `batch_size`, `learning_rate`;
             optional `max_examples` (first N examples of each split),
+            `pipeline` (see `kzero.data.make_pipelines`),
             `init_scope` (a key of `INIT_SCOPES`), `record_gradients`,
             `grad_first_steps`, `grad_every` (see `GradientRecorder`) and
             `record_symmetry` (see `SymmetryMonitor`).
@@ -80,6 +82,9 @@ def train(config, workdir, arrays, verbose="auto"):
             `gradients.csv`, `symmetry.csv` and the TensorBoard event file.
         arrays: the dataset as returned by `kzero.data.load_arrays`.
         verbose: passed to `model.fit`.
+        stop_request: a `threading.Event`; once set, training stops at the
+            next batch with `KeyboardInterrupt`, leaving the last finished
+            epoch's checkpoint to resume from.
 
     Returns:
         `(model, summary)`: the trained model and the dict written to
@@ -110,6 +115,7 @@ def train(config, workdir, arrays, verbose="auto"):
         arrays, config["dataset"], config["batch_size"], seed=config["seed"],
         epochs=config["epochs"], initial_epoch=initial_epoch, normalize=is_resnet,
         augment=is_resnet, max_examples=config.get("max_examples"),
+        pipeline=config.get("pipeline", "auto"),
     )
     initial_step = initial_epoch * steps_per_epoch
 
@@ -117,6 +123,8 @@ def train(config, workdir, arrays, verbose="auto"):
     metrics_logger = EpochMetricsLogger(
         workdir, writer, _rows(workdir, "metrics.csv", lambda r: r["epoch"] <= initial_epoch))
     callbacks = [metrics_logger, keras.callbacks.TerminateOnNaN()]
+    if stop_request is not None:
+        callbacks.insert(0, StopOnRequest(stop_request))
     gradient_recorder = None
     if config.get("record_gradients", True) or config.get("record_symmetry", True):
         probe = probe_batch(arrays, config["dataset"], config["batch_size"], normalize=is_resnet)

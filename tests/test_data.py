@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from kzero import data
-from kzero.data import DATASETS, DataError, load_arrays, make_pipelines, pad_crop_flip
+from kzero.data import (DATASETS, DataError, load_arrays, make_pipelines, pad_crop_flip,
+                        pad_crop_flip_numpy)
 
 
 def batches(dataset):
@@ -144,3 +145,42 @@ def test_no_local_file_and_no_network_fails_fast(tmp_path, monkeypatch):
 def test_environment_variable_is_a_source(monkeypatch, data_dir):
     monkeypatch.setenv(data.DATA_DIR_ENV, data_dir)
     assert load_arrays("mnist")["x_test"].shape == (10000, 28, 28)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_numpy_and_tf_pipelines_give_the_same_batches(cifar10, normalize):
+    kwargs = dict(batch_size=48, seed=2, epochs=2, normalize=normalize, max_examples=100)
+    tf_train, steps, tf_test = make_pipelines(cifar10, "cifar10", pipeline="tf", **kwargs)
+    np_train, np_steps, np_test = make_pipelines(cifar10, "cifar10", pipeline="numpy", **kwargs)
+    assert steps == np_steps == 3 and len(np_train) == 2 * steps
+    np_batches = [np_train[i] for i in range(len(np_train))]
+    for (xa, ya), (xb, yb) in zip(batches(tf_train), np_batches, strict=True):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_allclose(xa, xb, rtol=1e-6, atol=1e-6)
+        assert xb.dtype == np.float32 and yb.dtype == np.int32
+    for (xa, ya), i in zip(batches(tf_test), range(len(np_test)), strict=True):
+        np.testing.assert_array_equal(ya, np_test[i][1])
+        np.testing.assert_allclose(xa, np_test[i][0], rtol=1e-6, atol=1e-6)
+
+
+def test_numpy_pad_crop_flip_is_a_shift_and_flip_of_each_image(cifar10):
+    images = cifar10["x_train"][:32].astype(np.float32) / 255.0
+    out = pad_crop_flip_numpy(images, np.random.default_rng(0))
+    seen = set()
+    for image, result in zip(images, out):
+        matches = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
+                   if np.array_equal(shifted(image, dy, dx, flip), result)]
+        assert matches
+        seen.add(matches[0])
+    assert len(seen) > 16
+
+
+def test_a_resumed_numpy_pipeline_yields_the_batches_of_the_uninterrupted_one(cifar10):
+    kwargs = dict(batch_size=32, seed=5, epochs=3, normalize=True, augment=True,
+                  max_examples=96, pipeline="numpy")
+    full, steps, _ = make_pipelines(cifar10, "cifar10", **kwargs)
+    resumed, _, _ = make_pipelines(cifar10, "cifar10", initial_epoch=2, **kwargs)
+    assert len(resumed) == steps
+    for i in range(steps):
+        for a, b in zip(full[2 * steps + i], resumed[i]):
+            np.testing.assert_array_equal(a, b)

@@ -102,3 +102,32 @@ def test_layers_get_distinct_seeds():
 def test_bad_choices_name_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_model(**kwargs)
+
+
+@pytest.mark.backends
+def test_batch_norm_matches_keras_and_survives_constant_inputs():
+    from kzero.layers import BatchNormalization
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 4, 4, 8)).astype("float32")
+    ours = BatchNormalization(momentum=0.9, epsilon=1e-5)
+    theirs = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for training in (True, False, True):
+        np.testing.assert_allclose(numpy(ours(x, training=training)),
+                                   numpy(theirs(x, training=training)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(numpy(ours.moving_variance), numpy(theirs.moving_variance),
+                               rtol=1e-5)
+    # What zero weights feed it: one value per channel, large against epsilon.
+    constant = np.broadcast_to(np.linspace(50, 200, 8, dtype="float32"), x.shape).copy()
+    out = numpy(ours(constant, training=True))
+    assert np.isfinite(out).all() and np.abs(out).max() < 0.1
+
+
+@pytest.mark.backends
+def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
+    from kzero.data import probe_batch
+    from kzero.gradients import gradient_function
+    from kzero.train import compile_model
+
+    model = compile_model(build_model("cifar10", "cnn", init="zero_normal", seed=0), 1e-3)
+    grads = gradient_function(model)(*probe_batch(cifar10, "cifar10", 128))
+    assert all(np.isfinite(g).all() for g in grads)

@@ -60,13 +60,19 @@ def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
     assert [r["test_accuracy"] for r in rows] == [r["test_accuracy"] for r in uninterrupted]
 
 
+def receive_sigint_as_from_a_terminal():
+    # A child inherits SIGINT ignored when its shell started the tests in the
+    # background (as CI does), and blocked when a library in this process
+    # blocked it in the forking thread.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def test_interrupt_exits_cleanly_and_keeps_finished_epochs(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=fnn", "--inits=lecun", "--epochs=20", "--runs=1",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
     workdir = tmp_path / "mnist_fnn" / "fnn_lecun" / "seed_0"
-    # As from a terminal: a runner started in the background by a shell (CI)
-    # would inherit SIGINT ignored.
-    process = kzero_run(*argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = kzero_run(*argv, preexec_fn=receive_sigint_as_from_a_terminal)
     deadline = time.time() + 300
     while not (workdir / CHECKPOINT).exists():
         assert process.poll() is None and time.time() < deadline

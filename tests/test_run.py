@@ -65,10 +65,10 @@ def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
         check_run_dir(workdir, epochs=1)
 
 
-def check_run_dir(workdir, epochs):
+def check_run_dir(workdir, epochs, backend=None):
     config = read_json(os.path.join(workdir, "config.json"))
     assert CONFIG_KEYS <= set(config)
-    assert config["backend"] == keras.backend.backend()
+    assert config["backend"] == (backend or keras.backend.backend())
     assert config["versions"]["keras"] == keras.__version__
     assert isinstance(config["model"], str) and isinstance(config["init"], str)
     assert workdir.endswith(f"seed_{config['seed']}")
@@ -197,3 +197,42 @@ def test_recording_flag_defaults_are_the_callbacks_defaults():
 
     assert flags.FLAGS["grad_first_steps"].default == DEFAULT_GRAD_FIRST_STEPS
     assert flags.FLAGS["grad_every"].default == DEFAULT_GRAD_EVERY
+
+
+BLOCK_TENSORFLOW = '''
+from importlib.machinery import PathFinder
+
+_find_spec = PathFinder.find_spec
+
+
+def _find_spec_without_tensorflow(name, path=None, target=None):
+    """Behaves as if TensorFlow and tensorflow-datasets were not installed."""
+    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
+        return None
+    return _find_spec(name, path, target)
+
+
+PathFinder.find_spec = staticmethod(_find_spec_without_tensorflow)
+'''
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_runs_without_tensorflow(tmp_path, data_dir, backend):
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), KERAS_BACKEND=backend)
+    result = subprocess.run(
+        [sys.executable, "-m", "kzero.run", "--dataset=cifar10", "--model=cnn",
+         "--inits=zero_normal", "--epochs=2", "--runs=1", "--max_examples=256",
+         f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (workdir,) = run_dirs(tmp_path / "out" / "cifar10_cnn")
+    config, _ = check_run_dir(workdir, epochs=2, backend=backend)
+    assert config["pipeline"] == "auto"
+    assert "tensorflow" not in config["versions"]
+    rows = read_csv(os.path.join(workdir, "gradients.csv"))
+    assert {r["layer"] for r in rows} >= {"conv1", "bn1", "logits"}
+    blocked = subprocess.run([sys.executable, "-m", "kzero.run", "--pipeline=tf"],
+                             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert blocked.returncode == 2
+    assert "--pipeline=tf: TensorFlow is not installed" in blocked.stderr

@@ -1,0 +1,60 @@
+"""Layers that Keras has, rewritten where its version breaks under zero init."""
+
+import keras
+from keras import ops
+
+__all__ = ["BatchNormalization"]
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class BatchNormalization(keras.layers.Layer):
+    """Batch normalization over the last axis, with a batch variance that is
+    never negative.
+
+    Zero weights make every activation of a layer (nearly) the same for all
+    inputs, so the batch variance is (nearly) zero. Keras 3.15's torch backend
+    computes it as E[x^2] - E[x]^2, which then rounds to a negative number, and
+    1 / sqrt(variance + epsilon) is NaN: the CIFAR CNN with zero weights gives
+    NaN from its first step under torch. This layer takes the mean squared
+    deviation from the mean (two passes), which is never negative, on every
+    backend. Otherwise it is `keras.layers.BatchNormalization(axis=-1)`:
+    the same weights (gamma, beta, moving_mean, moving_variance) and update rule.
+
+    Args:
+        momentum: momentum of the moving statistics (PyTorch's 0.1 is 0.9 here).
+        epsilon: added to the variance before the square root.
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        shape = (input_shape[-1],)
+        self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(shape=shape, initializer="zeros",
+                                           trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(shape=shape, initializer="ones",
+                                               trainable=False, name="moving_variance")
+
+    def call(self, inputs, training=False):
+        if training:
+            axes = list(range(len(inputs.shape) - 1))
+            mean = ops.mean(inputs, axis=axes)
+            variance = ops.mean(ops.square(inputs - mean), axis=axes)
+            self.moving_mean.assign(
+                self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        scale = self.gamma * ops.rsqrt(variance + self.epsilon)
+        return (inputs - mean) * scale + self.beta
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
