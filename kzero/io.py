@@ -12,6 +12,7 @@ def write_atomic(path, text):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

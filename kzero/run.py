@@ -158,14 +158,39 @@ def library_versions():
     return versions
 
 
+def accelerator():
+    """What the backend computes on, e.g. "NVIDIA H100 80GB HBM3" or "cpu"."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return device.device_kind if device.platform != "cpu" else "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get(
+            "device_name", "gpu") if gpus else "cpu"
+    return "unknown"
+
+
 def run_config(model, init, bias_scale, seed):
     import keras
 
     config = {name: FLAGS[name].value for name in _own_flag_names()}
-    # The grid's flags stay under their plural names; the run's own values
-    # take the singular ones.
+    # The grid's flags stay under their plural names (and the base seed under
+    # base_seed); the run's own values take the singular ones.
     config.update(models=config.pop("model"), model=model, init=init, bias_scale=bias_scale,
-                  seed=seed, experiment=experiment_name(), backend=keras.backend.backend(),
+                  base_seed=config["seed"], seed=seed, experiment=experiment_name(),
+                  backend=keras.backend.backend(), accelerator=accelerator(),
+                  host=platform.node(),
                   versions=library_versions())
     return config
 

@@ -1,0 +1,332 @@
+"""Aggregates runs into the paper's figures and a table against its numbers.
+
+    python -m kzero.report runs [more run dirs ...] [--out=DIR]
+
+Reads every `<experiment>/<variant>/seed_<k>/` below the given directories
+(shards of one grid merge naturally), and writes to `--out` (default: the first
+directory):
+  results.csv   mean test accuracy per experiment, variant and epoch, with a
+                95% Student-t confidence interval over seeds;
+  report.md     the final epoch of each variant next to the paper's value;
+  <experiment>.png  test accuracy vs epoch (the paper's Figures 3-11);
+  figure12.png  weight-gradient box plots over the first update steps.
+Partial runs (fewer epochs or seeds than planned) and diverged runs are kept
+apart and said so in the table and the figures.
+"""
+
+import glob
+import math
+import os
+import sys
+
+import numpy as np
+
+from kzero.io import read_csv, read_json, write_atomic, write_csv
+
+__all__ = ["PAPER", "aggregate", "collect", "confidence_interval", "main"]
+
+# Final-epoch test accuracy read off the paper's figures (shared/paper/DIGEST.md).
+PAPER = {
+    ("mnist_logreg", "logreg_lecun"): 0.925,
+    ("mnist_fnn", "fnn_lecun"): 0.975,
+    ("mnist_fnn", "fnn_zero_normal_x1"): 0.970,
+    ("mnist_fnn", "fnn_zero_uniform_x1"): 0.971,
+    ("mnist_fnn_scaled", "fnn_zero_normal_x0.01"): 0.970,
+    ("mnist_fnn_scaled", "fnn_zero_normal_x1"): 0.970,
+    ("mnist_fnn_scaled", "fnn_zero_normal_x100"): 0.86,
+    ("mnist_cnn", "cnn_lecun"): 0.977,
+    ("mnist_cnn", "cnn_zero_normal_x1"): 0.9725,
+    ("mnist_cnn", "cnn_zero_uniform_x1"): 0.963,
+    ("mnist_cnn_scaled", "cnn_zero_normal_x0.01"): 0.975,
+    ("mnist_cnn_scaled", "cnn_zero_normal_x1"): 0.975,
+    ("mnist_cnn_scaled", "cnn_zero_normal_x100"): 0.10,
+    ("mnist_zero", "fnn_zero"): 0.1135,
+    ("mnist_zero", "cnn_zero"): 0.1135,
+    ("cifar_logreg", "logreg_lecun"): 0.37,
+    ("cifar_fnn", "fnn_lecun"): 0.49,
+    ("cifar_fnn", "fnn_zero_normal_x1"): 0.485,
+    ("cifar_fnn", "fnn_zero_uniform_x1"): 0.49,
+    ("cifar_cnn", "cnn_lecun"): 0.80,
+    ("cifar_cnn", "cnn_zero_normal_x1"): 0.70,
+    ("cifar_cnn", "cnn_zero_uniform_x1"): 0.69,
+    ("cifar_zero", "fnn_zero"): 0.10,
+    ("cifar_zero", "cnn_zero"): 0.10,
+    ("cifar_resnet50", "resnet50_lecun"): 0.88,
+    ("cifar_resnet50", "resnet50_zero_normal_x1"): 0.86,
+    ("cifar_resnet50", "resnet50_zero_uniform_x1"): 0.87,
+}
+
+# The logistic baseline drawn into each figure, as in the paper.
+BASELINES = {"mnist": "mnist_logreg", "cifar10": "cifar_logreg"}
+
+# Student t quantile t(0.975, df) for df = 1..30; beyond, the normal 1.96 is
+# within 2% of the truth.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def confidence_interval(values):
+    """Mean and half-width of the 95% Student-t interval of `values` (the
+    half-width is NaN for fewer than two values)."""
+    values = np.asarray(values, np.float64)
+    mean = float(values.mean()) if len(values) else math.nan
+    if len(values) < 2:
+        return mean, math.nan
+    df = len(values) - 1
+    t = _T975[df - 1] if df <= len(_T975) else 1.96
+    return mean, float(t * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+class Run:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.config = read_json(os.path.join(workdir, "config.json"))
+        summary_path = os.path.join(workdir, "summary.json")
+        self.summary = read_json(summary_path) if os.path.exists(summary_path) else None
+        metrics = os.path.join(workdir, "metrics.csv")
+        self.accuracy = ([float(r["test_accuracy"]) for r in read_csv(metrics)]
+                         if os.path.exists(metrics) else [])
+        self.loss = ([float(r["loss"]) for r in read_csv(metrics)]
+                     if os.path.exists(metrics) else [])
+
+    @property
+    def diverged_epoch(self):
+        for epoch, (loss, accuracy) in enumerate(zip(self.loss, self.accuracy), start=1):
+            if not (math.isfinite(loss) and math.isfinite(accuracy)):
+                return epoch
+        return None
+
+    @property
+    def finished(self):
+        return self.summary is not None and len(self.accuracy) == self.config["epochs"]
+
+
+def collect(directories):
+    """{(experiment, variant): [Run, ...]} for every run below `directories`."""
+    groups = {}
+    for directory in directories:
+        for config in sorted(glob.glob(os.path.join(directory, "*", "*", "seed_*",
+                                                    "config.json"))):
+            workdir = os.path.dirname(config)
+            variant_dir = os.path.dirname(workdir)
+            key = (os.path.basename(os.path.dirname(variant_dir)), os.path.basename(variant_dir))
+            groups.setdefault(key, []).append(Run(workdir))
+    return groups
+
+
+def aggregate(runs):
+    """Per epoch: mean and CI over the runs that have not diverged by then,
+    plus what is missing or diverged."""
+    planned_epochs = max(run.config["epochs"] for run in runs)
+    healthy = [run for run in runs if run.diverged_epoch is None]
+    rows = []
+    for epoch in range(1, planned_epochs + 1):
+        values = [run.accuracy[epoch - 1] for run in healthy if len(run.accuracy) >= epoch]
+        if not values:
+            break
+        mean, half = confidence_interval(values)
+        rows.append({"epoch": epoch, "n": len(values), "mean": mean,
+                     "ci_low": mean - half, "ci_high": mean + half})
+    seeds = {run.config["seed"] for run in runs}
+    planned_runs = runs[0].config["runs"]
+    base_seed = runs[0].config.get("base_seed", min(seeds))
+    expected = set(range(base_seed, base_seed + planned_runs))
+    return {
+        "rows": rows,
+        "planned_epochs": planned_epochs,
+        "planned_runs": planned_runs,
+        "missing_seeds": sorted(expected - seeds),
+        "diverged": {run.config["seed"]: run.diverged_epoch for run in runs
+                     if run.diverged_epoch is not None},
+        "unfinished": sorted(run.config["seed"] for run in runs
+                             if not run.finished and run.diverged_epoch is None),
+        "dataset": runs[0].config["dataset"],
+        "backend": runs[0].config.get("backend"),
+        "wall_seconds": sum((run.summary or {}).get("wall_seconds") or 0 for run in runs),
+    }
+
+
+def _caveats(stats):
+    notes = []
+    if stats["missing_seeds"]:
+        notes.append(f"missing seeds {stats['missing_seeds']}")
+    for seed, epoch in sorted(stats["diverged"].items()):
+        notes.append(f"seed {seed} diverged at epoch {epoch}")
+    if stats["unfinished"]:
+        notes.append(f"seeds {stats['unfinished']} unfinished")
+    if stats["rows"] and stats["rows"][-1]["epoch"] < stats["planned_epochs"]:
+        notes.append(f"only {stats['rows'][-1]['epoch']} of {stats['planned_epochs']} epochs")
+    return notes
+
+
+def write_results(stats_by_key, path):
+    rows = [{"experiment": experiment, "variant": variant, **row,
+             "planned_runs": stats["planned_runs"], "diverged_runs": len(stats["diverged"])}
+            for (experiment, variant), stats in sorted(stats_by_key.items())
+            for row in stats["rows"]]
+    write_csv(path, ["experiment", "variant", "epoch", "n", "mean", "ci_low", "ci_high",
+                     "planned_runs", "diverged_runs"], rows)
+
+
+def plot_experiment(experiment, stats_by_key, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}
+    dataset = next(iter(variants.values()))["dataset"]
+    baseline = BASELINES.get(dataset)
+    if baseline and baseline != experiment:
+        last_epoch = max(s["planned_epochs"] for s in variants.values())
+        variants.update({f"baseline: {v}": {**s, "rows": s["rows"][:last_epoch]}
+                         for (e, v), s in stats_by_key.items() if e == baseline})
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    partial = False
+    for variant, stats in sorted(variants.items()):
+        if not stats["rows"]:
+            continue
+        epochs = [r["epoch"] for r in stats["rows"]]
+        label = f"{variant} (n={stats['rows'][-1]['n']})"
+        if _caveats(stats):
+            partial = True
+            label += " *"
+        style = "--" if variant.startswith("baseline") else "-"
+        line, = ax.plot(epochs, [r["mean"] for r in stats["rows"]], style, marker="o",
+                        markersize=3, label=label)
+        ax.fill_between(epochs, [r["ci_low"] for r in stats["rows"]],
+                        [r["ci_high"] for r in stats["rows"]], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(experiment + (" (partial: see * in report.md)" if partial else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_figure12(runs_by_key, path, steps=5):
+    """Box plots of each layer's kernel gradient at update steps 1..steps,
+    reference init beside zero_normal, from the first seed of a CIFAR FNN
+    experiment (drawn from the recorded quartiles, min and max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for variant in ("fnn_lecun", "fnn_zero_normal_x1"):
+        runs = sorted(runs_by_key.get(("cifar_fnn", variant), []),
+                      key=lambda run: run.config["seed"])
+        path_csv = runs and os.path.join(runs[0].workdir, "gradients.csv")
+        if path_csv and os.path.exists(path_csv):
+            panels.append((variant, [r for r in read_csv(path_csv)
+                                     if r["param"] == "kernel" and int(r["step"]) <= steps]))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(len(panels), steps, figsize=(3 * steps, 3.2 * len(panels)),
+                             dpi=100, squeeze=False)
+    for row_axes, (variant, rows) in zip(axes, panels):
+        layers = list(dict.fromkeys(r["layer"] for r in rows))
+        for step, ax in enumerate(row_axes, start=1):
+            boxes = [{"label": layer, "whislo": float(r["min"]), "q1": float(r["q25"]),
+                      "med": float(r["median"]), "q3": float(r["q75"]),
+                      "whishi": float(r["max"]), "fliers": []}
+                     for layer in layers for r in rows
+                     if r["layer"] == layer and int(r["step"]) == step]
+            if boxes:
+                ax.bxp(boxes, showfliers=False)
+            ax.set_title(f"{variant}, step {step}", fontsize=8)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("Kernel gradients over the first update steps (CIFAR-10 FNN)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_report(stats_by_key, figures, path):
+    lines = ["# kzero reproduction report", "",
+             "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
+             "interval, next to the value read off the paper's figures "
+             "(`shared/paper/DIGEST.md`). `inside` says whether the paper's value lies in "
+             "our interval. Diverged seeds are left out of the mean and listed.", ""]
+    for experiment in sorted({e for e, _ in stats_by_key}):
+        variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}
+        lines += [f"## {experiment}", ""]
+        if experiment in figures:
+            lines += [f"![{experiment}]({figures[experiment]})", ""]
+        lines += ["| variant | epochs | seeds | ours | paper | ours - paper | inside | notes |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for variant, stats in sorted(variants.items()):
+            paper = PAPER.get((experiment, variant))
+            if stats["rows"]:
+                last = stats["rows"][-1]
+                mean, half = last["mean"], (last["ci_high"] - last["ci_low"]) / 2
+                ours = f"{mean:.4f} ± {half:.4f}" if math.isfinite(half) else f"{mean:.4f}"
+                epochs, seeds = last["epoch"], last["n"]
+            else:
+                mean = half = math.nan
+                ours, epochs, seeds = "all diverged", 0, 0
+            if paper is None or not math.isfinite(mean):
+                diff = inside = "-"
+            else:
+                diff = f"{mean - paper:+.4f}"
+                inside = ("yes" if math.isfinite(half) and abs(mean - paper) <= half
+                          else "no")
+            notes = "; ".join(_caveats(stats))
+            paper_text = "-" if paper is None else f"{paper:.4g}"
+            lines.append(f"| {variant} | {epochs}/{stats['planned_epochs']} | "
+                         f"{seeds}/{stats['planned_runs']} | {ours} | {paper_text} | {diff} | "
+                         f"{inside} | {notes} |")
+        backend = next(iter(variants.values()))["backend"]
+        wall = sum(s["wall_seconds"] for s in variants.values())
+        lines += ["", f"Backend: {backend}; summed run wall time: {wall / 60:.1f} min.", ""]
+    if "figure12" in figures:
+        lines += ["## Figure 12", "", f"![figure 12]({figures['figure12']})", ""]
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    from absl import app, flags
+
+    flags.DEFINE_string("out", None, "Where to write the report; default the first runs dir.")
+
+    def run(args):
+        directories = args[1:]
+        if not directories:
+            print("kzero.report: error: give one or more runs directories", file=sys.stderr)
+            sys.exit(2)
+        missing = [d for d in directories if not os.path.isdir(d)]
+        if missing:
+            print(f"kzero.report: error: no such directory: {missing[0]}", file=sys.stderr)
+            sys.exit(2)
+        report(directories, flags.FLAGS.out or directories[0])
+
+    app.run(run, argv=argv)
+
+
+def report(directories, out):
+    """Writes results.csv, report.md and the figures for the runs below
+    `directories` into `out`; returns the per-variant statistics."""
+    runs_by_key = collect(directories)
+    if not runs_by_key:
+        raise SystemExit(f"kzero.report: error: no runs below {', '.join(directories)}")
+    os.makedirs(out, exist_ok=True)
+    stats_by_key = {key: aggregate(runs) for key, runs in runs_by_key.items()}
+    write_results(stats_by_key, os.path.join(out, "results.csv"))
+    figures = {}
+    for experiment in sorted({e for e, _ in stats_by_key}):
+        plot_experiment(experiment, stats_by_key, os.path.join(out, f"{experiment}.png"))
+        figures[experiment] = f"{experiment}.png"
+    if plot_figure12(runs_by_key, os.path.join(out, "figure12.png")):
+        figures["figure12"] = "figure12.png"
+    write_report(stats_by_key, figures, os.path.join(out, "report.md"))
+    print(f"kzero.report: {len(stats_by_key)} variants -> {out}/report.md")
+    return stats_by_key
+
+
+if __name__ == "__main__":
+    main()

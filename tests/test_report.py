@@ -1,0 +1,94 @@
+"""The report: aggregation, figures and the table, on small hand-made run trees."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from kzero.io import read_csv, write_csv, write_json
+from kzero.report import aggregate, collect, confidence_interval, report
+
+
+def test_confidence_interval_by_hand():
+    # mean 0.92, sample std 0.02, t(0.975, 2) = 4.303: half-width 4.303 * 0.02 / sqrt(3)
+    mean, half = confidence_interval([0.90, 0.92, 0.94])
+    assert mean == pytest.approx(0.92)
+    assert half == pytest.approx(4.303 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(confidence_interval([0.5])[1])
+
+
+def make_run(root, experiment, variant, seed, accuracies, epochs=3, runs=3, losses=None,
+             finished=True, dataset="mnist"):
+    workdir = os.path.join(root, experiment, variant, f"seed_{seed}")
+    os.makedirs(workdir)
+    write_json(os.path.join(workdir, "config.json"),
+               dict(epochs=epochs, runs=runs, seed=seed, base_seed=0, dataset=dataset,
+                    backend="jax"))
+    losses = losses or [1.0] * len(accuracies)
+    write_csv(os.path.join(workdir, "metrics.csv"),
+              ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"],
+              [dict(epoch=i + 1, loss=loss, accuracy=a, test_loss=loss, test_accuracy=a,
+                    seconds=1.0) for i, (a, loss) in enumerate(zip(accuracies, losses))])
+    if finished:
+        write_json(os.path.join(workdir, "summary.json"), {"wall_seconds": 3.0})
+    return workdir
+
+
+def test_aggregate_per_epoch(tmp_path):
+    for seed, accuracies in enumerate([[0.5, 0.90, 0.91], [0.6, 0.92, 0.93], [0.7, 0.94, 0.95]]):
+        make_run(tmp_path, "mnist_fnn", "fnn_lecun", seed, accuracies)
+    (runs,) = collect([str(tmp_path)]).values()
+    stats = aggregate(runs)
+    assert [r["n"] for r in stats["rows"]] == [3, 3, 3]
+    np.testing.assert_allclose([r["mean"] for r in stats["rows"]], [0.6, 0.92, 0.93])
+    half = 4.303 * 0.02 / math.sqrt(3)
+    assert stats["rows"][1]["ci_high"] - 0.92 == pytest.approx(half, rel=1e-6)
+    assert stats["missing_seeds"] == [] and stats["diverged"] == {}
+
+
+def test_report_on_partial_runs_says_what_is_missing(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "mnist_fnn", "fnn_lecun", 0, [0.90, 0.95, 0.97])
+    make_run(runs, "mnist_fnn", "fnn_lecun", 2, [0.91, 0.96, 0.98])  # seed 1 is missing
+    make_run(runs, "mnist_fnn", "fnn_zero_normal_x1", 0, [0.90, 0.95, 0.96])
+    make_run(runs, "mnist_fnn", "fnn_zero_normal_x1", 1, [0.1, float("nan"), float("nan")],
+             losses=[2.3, float("nan"), float("nan")])
+    make_run(runs, "mnist_fnn", "fnn_zero_normal_x1", 2, [0.91, 0.94], finished=False)
+    make_run(runs, "mnist_logreg", "logreg_lecun", 0, [0.90, 0.91, 0.92])
+    out = tmp_path / "out"
+    stats = report([str(runs)], str(out))
+
+    lecun = stats[("mnist_fnn", "fnn_lecun")]
+    assert lecun["missing_seeds"] == [1] and lecun["rows"][-1]["n"] == 2
+    zero_normal = stats[("mnist_fnn", "fnn_zero_normal_x1")]
+    assert zero_normal["diverged"] == {1: 2} and zero_normal["unfinished"] == [2]
+    # The unfinished seed counts where it has epochs; the diverged one nowhere.
+    assert [r["n"] for r in zero_normal["rows"]] == [2, 2, 1]
+
+    text = (out / "report.md").read_text()
+    assert "missing seeds [1]" in text
+    assert "seed 1 diverged at epoch 2" in text and "seeds [2] unfinished" in text
+    assert "| fnn_lecun | 3/3 | 2/3 | 0.9750 ± " in text and "| 0.975 | +0.0000 | yes |" in text
+    rows = read_csv(out / "results.csv")
+    assert {(r["variant"], r["epoch"]) for r in rows} >= {("fnn_lecun", "3"),
+                                                          ("logreg_lecun", "3")}
+    for name in ("mnist_fnn.png", "mnist_logreg.png"):
+        assert (out / name).stat().st_size > 10_000
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure12_from_recorded_gradients(tmp_path):
+    from kzero.callbacks import GRADIENT_COLUMNS
+
+    for variant in ("fnn_lecun", "fnn_zero_normal_x1"):
+        workdir = make_run(tmp_path, "cifar_fnn", variant, 0, [0.3, 0.4, 0.45],
+                           dataset="cifar10")
+        rows = [dict(step=step, layer=layer, param="kernel", count=10, mean=0, std=1,
+                     min=-2 * step, q25=-step, median=0, q75=step, max=2 * step,
+                     zero_fraction=0)
+                for step in range(1, 6) for layer in ("dense1", "dense2", "logits")]
+        write_csv(os.path.join(workdir, "gradients.csv"), GRADIENT_COLUMNS, rows)
+    report([str(tmp_path)], str(tmp_path / "out"))
+    assert (tmp_path / "out" / "figure12.png").stat().st_size > 20_000
+    assert "figure12.png" in (tmp_path / "out" / "report.md").read_text()
