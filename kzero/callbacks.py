@@ -133,10 +133,9 @@ class GradientRecorder(keras.callbacks.Callback):
             self._note_awakening(row)
 
     def _note_awakening(self, row):
-        layer = row["layer"]
-        if (row["param"] == "kernel" and self.awakening_step.get(layer, 0) is None
+        if (row["param"] == "kernel" and self.awakening_step[row["layer"]] is None
                 and row["zero_fraction"] < 1.0):
-            self.awakening_step[layer] = row["step"]
+            self.awakening_step[row["layer"]] = row["step"]
 
     def on_train_batch_begin(self, batch, logs=None):
         self._step += 1

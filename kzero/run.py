@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import platform
+import shlex
 import shutil
 import signal
 import sys
@@ -191,8 +192,17 @@ def run_config(model, init, bias_scale, seed):
                   base_seed=config["seed"], seed=seed, experiment=experiment_name(),
                   backend=keras.backend.backend(), accelerator=accelerator(),
                   host=platform.node(),
+                  command=command_line(),
                   versions=library_versions())
     return config
+
+
+def command_line():
+    """The command that reproduces this grid: every flag that was given, from
+    the command line or a flagfile, spelled out."""
+    given = [shlex.quote(FLAGS[name].serialize()) for name in _own_flag_names()
+             if FLAGS[name].present]
+    return " ".join(["python -m kzero.run", *given])
 
 
 def _own_flag_names():
