@@ -328,8 +328,17 @@ def _fail(message):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+    """absl's parser, with its errors (an unknown flag, `--epochs=abc`) turned
+    into the same one-line message and exit code as every other bad flag."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+
+
 def cli():
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

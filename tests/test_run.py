@@ -168,6 +168,8 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--batch_size=0"], "--batch_size=0: must be at least 1"),
     (["--data_dir=/nonexistent"], "--data_dir=/nonexistent: no such directory"),
     (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
+    (["--epochs=abc"], "--epochs=abc: invalid literal for int()"),
+    (["--precision=float64"], "Unknown command line flag 'precision'"),
 ])
 def test_bad_flags_fail_in_one_line_with_exit_code_2(tmp_path, argv, message):
     output_dir = [] if any(a.startswith("--output_dir") for a in argv) else [
