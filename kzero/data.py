@@ -190,6 +190,11 @@ def epoch_order(seed, epoch, n):
 PIPELINES = ("auto", "tf", "numpy")
 
 
+def count_steps(arrays, batch_size, max_examples=None):
+    """Training batches per epoch, the last one possibly short."""
+    return -(-len(arrays["x_train"][:max_examples]) // batch_size)
+
+
 def has_tensorflow():
     try:
         return importlib.util.find_spec("tensorflow") is not None
@@ -224,7 +229,7 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
     limit = slice(None, max_examples)
     x, y = arrays["x_train"][limit], arrays["y_train"][limit]
     test_x, test_y = arrays["x_test"][limit], arrays["y_test"][limit]
-    steps_per_epoch = -(-len(x) // batch_size)
+    steps_per_epoch = count_steps(arrays, batch_size, max_examples)
     orders = np.stack([epoch_order(seed, epoch, len(x))
                        for epoch in range(initial_epoch, epochs)]).astype(np.int32)
     build = _tf_pipelines if pipeline == "tf" else _numpy_pipelines
@@ -257,7 +262,7 @@ def _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps
     return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
 
 
-def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps_per_epoch,
+def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, _steps_per_epoch,
                      initial_epoch, normalize, augment):
     import keras
 
@@ -268,12 +273,13 @@ def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, st
         def __init__(self, x, y, orders, augment, **kwargs):
             super().__init__(**kwargs)
             self.x, self.y, self.orders, self.augment = x, y, orders, augment
+            self.steps = -(-orders.shape[1] // batch_size)
 
         def __len__(self):
-            return len(self.orders) * -(-self.orders.shape[1] // batch_size)
+            return len(self.orders) * self.steps
 
         def __getitem__(self, i):
-            steps = -(-self.orders.shape[1] // batch_size)
+            steps = self.steps
             index = self.orders[i // steps, (i % steps) * batch_size:][:batch_size]
             images = _finish(self.x[index].astype(np.float32) / 255.0, dataset, normalize)
             if self.augment:

@@ -63,9 +63,14 @@ def gradient_function(model):
         raise NotImplementedError(f"gradients under the {backend} backend")
     gradients = _BACKENDS[backend](model)
 
+    # jax's stateless call leaves the variables alone; the others update BN
+    # moving statistics in place, so they are saved and put back.
+    restores_state = backend != "jax"
+
     def f(x, y):
         x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
-        saved = [keras.ops.copy(v.value) for v in model.non_trainable_variables]
+        saved = ([keras.ops.copy(v.value) for v in model.non_trainable_variables]
+                 if restores_state else [])
         grads = gradients(x, y)
         for variable, value in zip(model.non_trainable_variables, saved):
             variable.assign(value)

@@ -11,7 +11,7 @@ import keras
 from kzero.callbacks import (DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS, Checkpointer,
                              EpochMetricsLogger, GradientRecorder, StopOnRequest,
                              SymmetryMonitor)
-from kzero.data import make_pipelines, probe_batch
+from kzero.data import count_steps, make_pipelines, probe_batch
 from kzero.io import read_csv, write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
 
@@ -95,8 +95,7 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
     os.makedirs(workdir, exist_ok=True)
     is_resnet = config["model"] == "resnet50"
     checkpoint = os.path.join(workdir, CHECKPOINT)
-    n_train = len(arrays["x_train"][:config.get("max_examples")])
-    steps_per_epoch = -(-n_train // config["batch_size"])
+    steps_per_epoch = count_steps(arrays, config["batch_size"], config.get("max_examples"))
     if os.path.exists(checkpoint):
         model = keras.saving.load_model(checkpoint)
         # The optimizer's step count says which epochs the checkpoint holds;
