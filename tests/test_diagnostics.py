@@ -22,7 +22,6 @@ def config(dataset, init, **overrides):
     return config
 
 
-@pytest.mark.backends
 @pytest.mark.parametrize("init,expected", [
     # Zero weights: a layer's error signal passes through the still-zero kernel
     # of the layer above, so layers wake one per step from the output back.
@@ -84,6 +83,32 @@ def test_distinct_units_and_dead_fraction_on_hand_made_layers():
     assert dead_fraction(np.repeat(outputs, 3, axis=0)) == 0.5
 
 
+def brute_force_distinct_units(kernel, bias, rtol=1e-6):
+    units = np.concatenate([kernel.reshape(-1, kernel.shape[-1]), bias[None]]).T
+    units = units.astype(np.float64)
+    count = 0
+    for j, unit in enumerate(units):
+        distances = np.linalg.norm(units[:j] - unit, axis=1)
+        limits = rtol * np.maximum(np.linalg.norm(units[:j], axis=1), np.linalg.norm(unit))
+        count += not np.any(distances <= limits)
+    return count
+
+
+def test_distinct_units_counts_like_a_brute_force_pairwise_check():
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((300, 64)).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    kernel[:, 10], bias[10] = kernel[:, 3], bias[3]              # an exact copy
+    kernel[:, 11], bias[11] = kernel[:, 3] * (1 + 2e-7), bias[3]  # within rtol of unit 3
+    kernel[:, 12], bias[12] = kernel[:, 3], bias[3] + 1e-3        # beyond it
+    kernel[:, 40:48], bias[40:48] = 0.0, 2.0                      # 8 symmetric units
+    cases = [(kernel, bias), (np.zeros_like(kernel), bias), (np.zeros_like(kernel), 0 * bias),
+             (rng.standard_normal((3, 3, 8, 16)), np.repeat(rng.standard_normal(4), 4))]
+    for k, b in cases:
+        assert distinct_units(k, b) == brute_force_distinct_units(k, b)
+    assert distinct_units(kernel, bias) == 64 - 2 - 7
+
+
 def numpy_fnn_gradients(weights, x, y):
     """Backpropagation for dense(ELU) -> dense -> softmax cross-entropy, in
     float64 numpy: independent of every backend."""
@@ -108,7 +133,6 @@ class WeightSnapshots(keras.callbacks.Callback):
         self.weights.append([keras.ops.convert_to_numpy(v) for v in self.model.trainable_weights])
 
 
-@pytest.mark.backends
 def test_recorded_statistics_equal_an_independent_computation(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

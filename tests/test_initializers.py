@@ -104,7 +104,6 @@ def test_unknown_scheme_lists_valid_names():
         assert name in str(error.value)
 
 
-@pytest.mark.backends
 @pytest.mark.parametrize("init", ["lecun", "zero_normal", "zero_uniform"])
 def test_model_saved_and_reloaded_with_identical_weights(tmp_path, init):
     model = build_model("mnist", "cnn", init=init, seed=11)

@@ -104,7 +104,6 @@ def test_bad_choices_name_the_valid_ones(kwargs, message):
         build_model(**kwargs)
 
 
-@pytest.mark.backends
 def test_batch_norm_matches_keras_and_survives_constant_inputs():
     from kzero.layers import BatchNormalization
 
@@ -122,7 +121,6 @@ def test_batch_norm_matches_keras_and_survives_constant_inputs():
     assert np.isfinite(out).all() and np.abs(out).max() < 0.1
 
 
-@pytest.mark.backends
 def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
     from kzero.data import probe_batch
     from kzero.gradients import gradient_function

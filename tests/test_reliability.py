@@ -93,7 +93,6 @@ def config(**overrides):
     return config
 
 
-@pytest.mark.backends
 def test_same_seed_gives_identical_metrics(tmp_path, mnist):
     train(config(), str(tmp_path / "a"), mnist)
     train(config(), str(tmp_path / "b"), mnist)
@@ -122,6 +121,7 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
     assert healthy["status"] == "finished" and healthy["epochs_completed"] == 3
 
 
+@pytest.mark.once
 def test_two_runners_on_one_output_dir_train_each_run_once(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--epochs=2",
             "--runs=2", "--max_examples=2048", f"--data_dir={data_dir}",
@@ -153,6 +153,7 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["metrics.csv"]
 
 
+@pytest.mark.once
 def test_corrupt_dataset_fails_before_anything_is_written(tmp_path, data_dir):
     with open(os.path.join(data_dir, "mnist.npz"), "rb") as f:
         (tmp_path / "mnist.npz").write_bytes(f.read(1000))

@@ -1,6 +1,7 @@
 """End to end: the runner on the real datasets, through its flagfiles."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -84,7 +85,6 @@ def check_run_dir(workdir, epochs, backend=None):
     return config, rows
 
 
-@pytest.mark.backends
 def test_resnet50_flagfile_trains_steps(tmp_path, data_dir):
     run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--inits=lecun",
             "--max_examples=32", "--batch_size=16", f"--data_dir={data_dir}",
@@ -102,7 +102,6 @@ def fnn_config(init, **overrides):
     return config
 
 
-@pytest.mark.backends
 def test_one_epoch_mnist_fnn_matches_the_paper(tmp_path, mnist):
     # Paper, Figure 3, epoch 1: about 0.93 (reference) and 0.92 (zero + N(0,1) bias).
     _, lecun = train(fnn_config("lecun", bias_scale=None), str(tmp_path / "lecun"), mnist)
@@ -111,7 +110,6 @@ def test_one_epoch_mnist_fnn_matches_the_paper(tmp_path, mnist):
     assert zero_normal["final_test_accuracy"] >= 0.89
 
 
-@pytest.mark.backends
 def test_pure_zero_fnn_is_stuck_at_the_class_prior(tmp_path, mnist):
     model, summary = train(fnn_config("zero", bias_scale=None), str(tmp_path), mnist)
     # ELU(0) = 0 in every hidden unit: only the output bias learns, so the model
@@ -156,6 +154,7 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     assert os.path.getmtime(os.path.join(dirs[0], "metrics.csv")) > before
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("argv,message", [
     (["--dataset=svhn"], "--dataset=svhn: not valid; choose from mnist, cifar10"),
     (["--model=fnn,vgg"], "--model=vgg: not valid; choose from logreg, fnn, cnn, resnet50"),
@@ -170,6 +169,9 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
     (["--epochs=abc"], "--epochs=abc: invalid literal for int()"),
     (["--precision=float64"], "Unknown command line flag 'precision'"),
+    (["--shard=2/2"], "--shard=2/2: must be i/n with 0 <= i < n"),
+    (["--shard=first"], "--shard=first: must be i/n with 0 <= i < n"),
+    (["--distribution=model_parallel"], "--distribution=model_parallel: not valid; choose from"),
 ])
 def test_bad_flags_fail_in_one_line_with_exit_code_2(tmp_path, argv, message):
     output_dir = [] if any(a.startswith("--output_dir") for a in argv) else [
@@ -184,6 +186,7 @@ def test_bad_flags_fail_in_one_line_with_exit_code_2(tmp_path, argv, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.once
 def test_missing_dataset_file_fails_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "kzero.run", f"--data_dir={tmp_path}",
@@ -218,6 +221,7 @@ PathFinder.find_spec = staticmethod(_find_spec_without_tensorflow)
 '''
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_runs_without_tensorflow(tmp_path, data_dir, backend):
     (tmp_path / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
@@ -238,3 +242,67 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
                              capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert blocked.returncode == 2
     assert "--pipeline=tf: TensorFlow is not installed" in blocked.stderr
+
+
+@pytest.mark.once
+def test_shards_cover_the_grid_once_and_the_report_merges_them(tmp_path, data_dir):
+    from kzero.report import report
+
+    common = ["--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--runs=3",
+              "--epochs=1", "--max_examples=512", f"--data_dir={data_dir}"]
+    shards = [tmp_path / f"shard_{i}" for i in range(2)]
+    for i, out in enumerate(shards):
+        run_cli(*common, f"--shard={i}/2", f"--output_dir={out}")
+    trained = [{os.path.relpath(d, out / "mnist_logreg") for d in run_dirs(out / "mnist_logreg")}
+               for out in shards]
+    assert trained[0].isdisjoint(trained[1])
+    assert trained[0] | trained[1] == {f"{variant}/seed_{seed}" for variant in
+                                       ("logreg_lecun", "logreg_zero") for seed in range(3)}
+    assert {len(t) for t in trained} == {3}  # every 2nd run of 6: an even split
+    stats = report([str(out) for out in shards], str(tmp_path / "report"))
+    for variant in ("logreg_lecun", "logreg_zero"):
+        assert stats[("mnist_logreg", variant)]["rows"][-1]["n"] == 3
+
+
+@pytest.mark.once
+def test_distribution_needs_the_jax_backend(tmp_path):
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    result = subprocess.run([sys.executable, "-m", "kzero.run", "--distribution=data_parallel",
+                             f"--output_dir={tmp_path}"],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--distribution=data_parallel: needs KERAS_BACKEND=jax" in result.stderr
+
+
+TWO_DEVICE_RUN = """
+import json, sys
+import jax, keras
+from kzero.data import load_arrays
+from kzero.train import train
+config = json.loads(sys.argv[1])
+model, summary = train(config, sys.argv[2], load_arrays("mnist", sys.argv[3]), verbose=0)
+kernel = model.get_layer("dense1").kernel.value
+print(json.dumps({"devices": jax.device_count(),
+                  "kernel_devices": len(kernel.sharding.device_set)}))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="DataParallel is a jax feature")
+def test_data_parallel_on_two_devices_matches_one_device(tmp_path, data_dir, mnist):
+    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+                  activation="elu", seed=3, epochs=2, batch_size=128, learning_rate=1e-3,
+                  max_examples=4096)
+    train(config, str(tmp_path / "one"), mnist, verbose=0)
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICE_RUN,
+         json.dumps({**config, "distribution": "data_parallel"}), str(tmp_path / "two"),
+         data_dir], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    placement = json.loads(result.stdout.strip().splitlines()[-1])
+    assert placement == {"devices": 2, "kernel_devices": 2}
+    one, two = (read_csv(tmp_path / name / "metrics.csv") for name in ("one", "two"))
+    for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
+        np.testing.assert_allclose([float(r[column]) for r in two],
+                                   [float(r[column]) for r in one], rtol=1e-4, atol=1e-5)
