@@ -11,6 +11,7 @@ import importlib.util
 import os
 import socket
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -267,18 +268,27 @@ def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, _s
     import keras
 
     class Batches(keras.utils.PyDataset):
-        """Batch i is batch i % steps of epoch i // steps: no state changes
-        between epochs, so prefetching workers cannot get ahead of the order."""
+        """Batch i is batch i % steps of epoch i // steps, a pure function of i.
 
-        def __init__(self, x, y, orders, augment, **kwargs):
-            super().__init__(**kwargs)
+        Keras' own prefetching (`workers` > 1) restarts its queue at index 0
+        every epoch, which would replay the first epoch's order for ever (and
+        racily), so Keras reads this dataset in order from one iterator kept
+        across epochs, and the dataset prefetches the next batches itself on
+        a small thread pool.
+        """
+
+        def __init__(self, x, y, orders, augment, prefetch=0):
+            super().__init__()
             self.x, self.y, self.orders, self.augment = x, y, orders, augment
             self.steps = -(-orders.shape[1] // batch_size)
+            self.prefetch = prefetch
+            self._pool = ThreadPoolExecutor(2) if prefetch else None
+            self._pending = {}
 
         def __len__(self):
             return len(self.orders) * self.steps
 
-        def __getitem__(self, i):
+        def batch(self, i):
             steps = self.steps
             index = self.orders[i // steps, (i % steps) * batch_size:][:batch_size]
             images = _finish(self.x[index].astype(np.float32) / 255.0, dataset, normalize)
@@ -287,7 +297,17 @@ def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, _s
                 images = pad_crop_flip_numpy(images, rng)
             return images.astype(np.float32), self.y[index].astype(np.int32)
 
-    train = Batches(x, y, orders, augment, workers=2, max_queue_size=8)
+        def __getitem__(self, i):
+            if self._pool is None:
+                return self.batch(i)
+            for ahead in range(i, min(i + self.prefetch + 1, len(self))):
+                if ahead not in self._pending:
+                    self._pending[ahead] = self._pool.submit(self.batch, ahead)
+            for stale in [j for j in self._pending if j < i]:
+                del self._pending[stale]
+            return self._pending.pop(i).result()
+
+    train = Batches(x, y, orders, augment, prefetch=4)
     test = Batches(test_x, test_y, np.arange(len(test_x))[None], False)
     return train, test
 

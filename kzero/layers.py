@@ -32,14 +32,19 @@ class BatchNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = (input_shape[-1],)
-        self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta")
+        # Statistics and the affine map stay in float32 under mixed precision,
+        # as in Keras' own layer; only the output takes the compute dtype.
+        self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma",
+                                     autocast=False)
+        self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta",
+                                    autocast=False)
         self.moving_mean = self.add_weight(shape=shape, initializer="zeros",
-                                           trainable=False, name="moving_mean")
-        self.moving_variance = self.add_weight(shape=shape, initializer="ones",
-                                               trainable=False, name="moving_variance")
+                                           trainable=False, name="moving_mean", autocast=False)
+        self.moving_variance = self.add_weight(shape=shape, initializer="ones", trainable=False,
+                                               name="moving_variance", autocast=False)
 
     def call(self, inputs, training=False):
+        inputs = ops.cast(inputs, "float32")
         if training:
             axes = list(range(len(inputs.shape) - 1))
             mean = ops.mean(inputs, axis=axes)
@@ -51,7 +56,7 @@ class BatchNormalization(keras.layers.Layer):
         else:
             mean, variance = self.moving_mean, self.moving_variance
         scale = self.gamma * ops.rsqrt(variance + self.epsilon)
-        return (inputs - mean) * scale + self.beta
+        return ops.cast((inputs - mean) * scale + self.beta, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -114,6 +114,17 @@ class Run:
         return None
 
     @property
+    def replayed_first_epoch_order(self):
+        """Trained by kzero 0.1 through its NumPy pipeline, which gave every
+        epoch the first epoch's order. 0.1 did not record which pipeline ran:
+        `auto` chose NumPy where TensorFlow was missing, which for 0.1's runs
+        meant the GPU machines (accelerator other than "cpu")."""
+        if "kzero" in self.config.get("versions", {}):
+            return False
+        return (self.config.get("pipeline") == "numpy"
+                or self.config.get("accelerator", "cpu") != "cpu")
+
+    @property
     def finished(self):
         return self.summary is not None and len(self.accuracy) == self.config["epochs"]
 
@@ -162,6 +173,8 @@ def aggregate(runs):
                            run.config.get("host", "?"), run.config.get("command", "?"))
                           for run in runs}),
         "wall_seconds": sum((run.summary or {}).get("wall_seconds") or 0 for run in runs),
+        "replayed_order": sorted(run.config["seed"] for run in runs
+                                 if run.replayed_first_epoch_order),
     }
 
 
@@ -175,6 +188,9 @@ def _caveats(stats):
         notes.append(f"seeds {stats['unfinished']} unfinished")
     if stats["rows"] and stats["rows"][-1]["epoch"] < stats["planned_epochs"]:
         notes.append(f"only {stats['rows'][-1]['epoch']} of {stats['planned_epochs']} epochs")
+    if stats.get("replayed_order"):
+        notes.append(f"seeds {stats['replayed_order']} saw the first epoch's example order in "
+                     "every epoch (kzero 0.1 NumPy pipeline), not a reshuffle per epoch")
     return notes
 
 

@@ -56,6 +56,9 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_string("distribution", "none",
                     "none, or data_parallel: split each batch over all local devices "
                     "(keras.distribution.DataParallel; jax backend only).")
+flags.DEFINE_string("precision", "float32",
+                    "float32, or mixed_bfloat16 / mixed_float16: compute in 16 bits, keep "
+                    "the variables in float32 (Keras dtype policies).")
 flags.DEFINE_string("pipeline", "auto",
                     "Input pipeline: tf (tf.data), numpy (no TensorFlow needed), or auto "
                     "(tf where TensorFlow is installed).")
@@ -90,7 +93,7 @@ def validate_flags():
     from kzero.data import DATASETS, PIPELINES, has_tensorflow
     from kzero.initializers import SCHEMES
     from kzero.models import ACTIVATIONS, MODELS
-    from kzero.train import INIT_SCOPES
+    from kzero.train import INIT_SCOPES, PRECISIONS
 
     _check("dataset", FLAGS.dataset, DATASETS)
     if not FLAGS.model:
@@ -107,6 +110,7 @@ def validate_flags():
     _check("activation", FLAGS.activation, ACTIVATIONS)
     _check("init_scope", FLAGS.init_scope, INIT_SCOPES)
     _check("pipeline", FLAGS.pipeline, PIPELINES)
+    _check("precision", FLAGS.precision, PRECISIONS)
     if FLAGS.pipeline == "tf" and not has_tensorflow():
         raise FlagError("--pipeline=tf: TensorFlow is not installed; use --pipeline=numpy")
     scales = []
@@ -179,8 +183,10 @@ def library_versions():
     import keras
     import numpy
 
-    versions = {"python": platform.python_version(), "keras": keras.__version__,
-                "numpy": numpy.__version__}
+    import kzero
+
+    versions = {"python": platform.python_version(), "kzero": kzero.__version__,
+                "keras": keras.__version__, "numpy": numpy.__version__}
     backend = keras.backend.backend()
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
     if module:
@@ -211,6 +217,15 @@ def accelerator():
     return "unknown"
 
 
+def input_pipeline():
+    """The pipeline that --pipeline picks here: tf or numpy."""
+    from kzero.data import has_tensorflow
+
+    if FLAGS.pipeline == "auto":
+        return "tf" if has_tensorflow() else "numpy"
+    return FLAGS.pipeline
+
+
 def run_config(model, init, bias_scale, seed):
     import keras
 
@@ -221,7 +236,7 @@ def run_config(model, init, bias_scale, seed):
                   base_seed=config["seed"], seed=seed, experiment=experiment_name(),
                   backend=keras.backend.backend(), accelerator=accelerator(),
                   host=platform.node(),
-                  command=command_line(),
+                  command=command_line(), input_pipeline=input_pipeline(),
                   versions=library_versions())
     return config
 

@@ -15,12 +15,16 @@ from kzero.data import count_steps, make_pipelines, probe_batch
 from kzero.io import read_csv, write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
 
-__all__ = ["CHECKPOINT", "INIT_SCOPES", "compile_model", "train"]
+__all__ = ["CHECKPOINT", "INIT_SCOPES", "PRECISIONS", "compile_model", "train"]
 
 # Which layers an init scheme reaches. "paper_code" reproduces the paper's public
 # ResNet-50 code, whose zero init only reached the stem conv and the last dense
 # layer; every other layer keeps the reference init.
 INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
+
+# Keras dtype policies: mixed ones compute in 16 bits with float32 variables;
+# compile() adds loss scaling for mixed_float16.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
@@ -78,7 +82,8 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
             `init_scope` (a key of `INIT_SCOPES`), `record_gradients`,
             `grad_first_steps`, `grad_every` (see `GradientRecorder`) and
             `record_symmetry` (see `SymmetryMonitor`), `distribution` ("none" or
-            "data_parallel": batches split over all local devices, jax only).
+            "data_parallel": batches split over all local devices, jax only),
+            `precision` (one of `PRECISIONS`).
         workdir: the run's directory; receives `metrics.csv`, `summary.json`,
             `gradients.csv`, `symmetry.csv` and the TensorBoard event file.
         arrays: the dataset as returned by `kzero.data.load_arrays`.
@@ -112,12 +117,19 @@ def _train(config, workdir, arrays, verbose, stop_request):
         # rows written after it (a kill between the two) are redone.
         initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
     else:
-        model = build_model(
-            config["dataset"], config["model"], init=config["init"],
-            bias_scale=config["bias_scale"] if config["bias_scale"] is not None else 1.0,
-            activation=config["activation"], seed=config["seed"],
-            initialized_layers=INIT_SCOPES[config.get("init_scope", "all")],
-        )
+        # The policy is global in Keras: set for the build only. Each layer
+        # keeps its own, which the checkpoint records.
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(config.get("precision", "float32"))
+        try:
+            model = build_model(
+                config["dataset"], config["model"], init=config["init"],
+                bias_scale=config["bias_scale"] if config["bias_scale"] is not None else 1.0,
+                activation=config["activation"], seed=config["seed"],
+                initialized_layers=INIT_SCOPES[config.get("init_scope", "all")],
+            )
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
         compile_model(model, config["learning_rate"])
         initial_epoch = 0
     train_data, _, test_data = make_pipelines(

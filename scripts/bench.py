@@ -34,6 +34,9 @@ from absl import app, flags  # noqa: E402
 flags.DEFINE_string("dataset", "mnist", "mnist or cifar10.")
 flags.DEFINE_string("model", "fnn", "Model name.")
 flags.DEFINE_string("init", "zero_normal", "Init scheme.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy of both loops.")
+flags.DEFINE_enum("pipeline", "auto", ["auto", "tf", "numpy"], "kzero's input pipeline.")
 flags.DEFINE_enum("against", "reference", ["reference", "no_recording"], "What to compare with.")
 flags.DEFINE_integer("epochs", 4, "Epochs per measurement; the first is not counted.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -51,7 +54,8 @@ def kzero_epoch_times(arrays, workdir, **extra):
 
     config = dict(dataset=FLAGS.dataset, model=FLAGS.model, init=FLAGS.init, bias_scale=1.0,
                   activation="elu", seed=0, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                  learning_rate=LEARNING_RATE, max_examples=FLAGS.max_examples, **extra)
+                  learning_rate=LEARNING_RATE, max_examples=FLAGS.max_examples,
+                  precision=FLAGS.precision, pipeline=FLAGS.pipeline, **extra)
     _, summary = train(config, workdir, arrays, verbose=0)
     rows = read_csv(os.path.join(workdir, "metrics.csv"))
     return [float(row["seconds"]) for row in rows], summary["final_test_accuracy"]
@@ -168,14 +172,15 @@ _LOOPS = {"jax": _jax_loop, "tensorflow": _tensorflow_loop, "torch": _torch_loop
 
 
 def reference_epoch_times(train, test):
-    """Epoch times of the plain loop; the last accuracy is checked by the caller."""
+    """Epoch times of the plain loop, and its final test accuracy."""
     import keras
-    import numpy as np
 
     from kzero.data import epoch_order
     from kzero.models import build_model
 
+    keras.config.set_dtype_policy(FLAGS.precision)
     model = build_model(FLAGS.dataset, FLAGS.model, init=FLAGS.init, seed=0)
+    keras.config.set_dtype_policy("float32")
     train_step, count_correct, sync = _LOOPS[keras.backend.backend()](model)
     (x, y), (test_x, test_y) = train, test
     size = FLAGS.batch_size
@@ -211,7 +216,9 @@ def main(argv):
     arrays = load_arrays(FLAGS.dataset, FLAGS.data_dir)
     n_train = len(arrays["x_train"][:FLAGS.max_examples])
     result = {"backend": keras.backend.backend(), "dataset": FLAGS.dataset,
-              "model": FLAGS.model, "init": FLAGS.init, "epochs": FLAGS.epochs,
+              "model": FLAGS.model, "init": FLAGS.init, "precision": FLAGS.precision,
+              "pipeline": FLAGS.pipeline,
+              "epochs": FLAGS.epochs,
               "batch_size": FLAGS.batch_size, "train_examples": n_train,
               "repeats": FLAGS.repeats, "against": FLAGS.against}
     times = {"kzero": [], "other": []}

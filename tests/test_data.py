@@ -10,6 +10,9 @@ from kzero.data import (DATASETS, DataError, load_arrays, make_pipelines, pad_cr
 
 
 def batches(dataset):
+    """The batches of a tf.data pipeline, or of a NumPy one (a PyDataset), as numpy."""
+    if hasattr(dataset, "__getitem__"):
+        return [tuple(np.asarray(a) for a in dataset[i]) for i in range(len(dataset))]
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 
 
@@ -187,3 +190,37 @@ def test_a_resumed_numpy_pipeline_yields_the_batches_of_the_uninterrupted_one(ci
     for i in range(steps):
         for a, b in zip(full[2 * steps + i], resumed[i]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_fit_reads_every_epoch_of_a_numpy_pipeline(mnist, monkeypatch):
+    import keras
+
+    train, steps, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=0, epochs=3,
+                                     max_examples=1000, pipeline="numpy")
+    computed = []
+    batch = type(train).batch
+    monkeypatch.setattr(type(train), "batch", lambda self, i: computed.append(i) or batch(self, i))
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train, epochs=3, steps_per_epoch=steps, verbose=0, shuffle=False)
+    # Each epoch reads its own batches (Keras' worker queue would restart at
+    # batch 0 every epoch and replay the first epoch's order).
+    assert sorted(set(computed)) == list(range(3 * steps))
+
+
+@pytest.mark.needs_tensorflow
+def test_tf_and_numpy_pipelines_train_to_the_same_metrics(tmp_path, mnist):
+    from kzero.io import read_csv
+    from kzero.train import train
+
+    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+                  activation="elu", seed=1, epochs=3, batch_size=128, learning_rate=1e-3,
+                  max_examples=1024, record_gradients=False, record_symmetry=False)
+    metrics = {}
+    for pipeline in ("tf", "numpy"):
+        train({**config, "pipeline": pipeline}, str(tmp_path / pipeline), mnist, verbose=0)
+        metrics[pipeline] = read_csv(tmp_path / pipeline / "metrics.csv")
+    for column in ("loss", "test_loss", "test_accuracy"):
+        np.testing.assert_allclose([float(r[column]) for r in metrics["numpy"]],
+                                   [float(r[column]) for r in metrics["tf"]], rtol=1e-5)

@@ -129,3 +129,18 @@ def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
     model = compile_model(build_model("cifar10", "cnn", init="zero_normal", seed=0), 1e-3)
     grads = gradient_function(model)(*probe_batch(cifar10, "cifar10", 128))
     assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_batch_norm_keeps_float32_statistics_under_bfloat16():
+    from kzero.layers import BatchNormalization
+
+    layer = BatchNormalization(dtype="mixed_bfloat16")
+    x = np.random.default_rng(0).normal(3.0, 2.0, (64, 8)).astype(np.float32)
+    y = keras.ops.convert_to_numpy(
+        keras.ops.cast(layer(keras.ops.cast(x, "bfloat16"), training=True), "float32"))
+    assert layer.compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in layer.weights)
+    np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=0.05)
+    np.testing.assert_allclose(y.std(axis=0), 1.0, atol=0.05)
+    moving_mean = keras.ops.convert_to_numpy(layer.moving_mean)
+    np.testing.assert_allclose(moving_mean, 0.01 * x.mean(axis=0), rtol=0.02)

@@ -19,12 +19,13 @@ def test_confidence_interval_by_hand():
 
 
 def make_run(root, experiment, variant, seed, accuracies, epochs=3, runs=3, losses=None,
-             finished=True, dataset="mnist"):
+             finished=True, dataset="mnist", versions=None, accelerator="cpu"):
     workdir = os.path.join(root, experiment, variant, f"seed_{seed}")
     os.makedirs(workdir)
     write_json(os.path.join(workdir, "config.json"),
                dict(epochs=epochs, runs=runs, seed=seed, base_seed=0, dataset=dataset,
-                    backend="jax"))
+                    backend="jax", accelerator=accelerator,
+                    versions=versions or {"kzero": "0.2.0", "jax": "0.10.2"}))
     losses = losses or [1.0] * len(accuracies)
     write_csv(os.path.join(workdir, "metrics.csv"),
               ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"],
@@ -92,3 +93,17 @@ def test_figure12_from_recorded_gradients(tmp_path):
     report([str(tmp_path)], str(tmp_path / "out"))
     assert (tmp_path / "out" / "figure12.png").stat().st_size > 20_000
     assert "figure12.png" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_runs_of_the_kzero_01_numpy_pipeline_are_flagged(tmp_path):
+    runs = tmp_path / "runs"
+    old = {"keras": "3.15.1", "jax": "0.11.2"}  # kzero 0.1 recorded no version of its own
+    make_run(runs, "mnist_cnn", "cnn_lecun", 0, [0.96, 0.97, 0.977], versions=old,
+             accelerator="NVIDIA H100 80GB HBM3")
+    make_run(runs, "mnist_cnn", "cnn_lecun", 1, [0.96, 0.97, 0.977], versions=old)
+    make_run(runs, "mnist_cnn", "cnn_lecun", 2, [0.96, 0.97, 0.977],
+             accelerator="NVIDIA H100 80GB HBM3")
+    stats = report([str(runs)], str(tmp_path / "out"))
+    assert stats[("mnist_cnn", "cnn_lecun")]["replayed_order"] == [0]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "seeds [0] saw the first epoch's example order in every epoch" in text

@@ -22,7 +22,7 @@ from conftest import REPO
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
 CONFIG_KEYS = {"dataset", "model", "init", "bias_scale", "activation", "seed", "epochs",
                "backend", "versions", "batch_size", "learning_rate", "runs", "inits",
-               "bias_scales", "data_dir", "output_dir", "experiment"}
+               "bias_scales", "data_dir", "output_dir", "experiment", "input_pipeline"}
 
 
 def run_cli(*argv):
@@ -168,7 +168,8 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--data_dir=/nonexistent"], "--data_dir=/nonexistent: no such directory"),
     (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
     (["--epochs=abc"], "--epochs=abc: invalid literal for int()"),
-    (["--precision=float64"], "Unknown command line flag 'precision'"),
+    (["--precision=float64"], "--precision=float64: not valid; choose from float32, mixed_bf"),
+    (["--sead=1"], "Unknown command line flag 'sead'"),
     (["--shard=2/2"], "--shard=2/2: must be i/n with 0 <= i < n"),
     (["--shard=first"], "--shard=first: must be i/n with 0 <= i < n"),
     (["--distribution=model_parallel"], "--distribution=model_parallel: not valid; choose from"),
@@ -234,8 +235,8 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
     assert result.returncode == 0, result.stdout + result.stderr
     (workdir,) = run_dirs(tmp_path / "out" / "cifar10_cnn")
     config, _ = check_run_dir(workdir, epochs=2, backend=backend)
-    assert config["pipeline"] == "auto"
-    assert "tensorflow" not in config["versions"]
+    assert config["pipeline"] == "auto" and config["input_pipeline"] == "numpy"
+    assert "tensorflow" not in config["versions"] and "kzero" in config["versions"]
     rows = read_csv(os.path.join(workdir, "gradients.csv"))
     assert {r["layer"] for r in rows} >= {"conv1", "bn1", "logits"}
     blocked = subprocess.run([sys.executable, "-m", "kzero.run", "--pipeline=tf"],
@@ -306,3 +307,14 @@ def test_data_parallel_on_two_devices_matches_one_device(tmp_path, data_dir, mni
     for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
         np.testing.assert_allclose([float(r[column]) for r in two],
                                    [float(r[column]) for r in one], rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
+    config = dict(dataset="mnist", model="fnn", init="lecun", bias_scale=None, activation="elu",
+                  seed=0, epochs=1, batch_size=128, learning_rate=1e-3, max_examples=2048,
+                  precision="mixed_bfloat16")
+    model, summary = train(config, str(tmp_path), mnist, verbose=0)
+    dense = model.get_layer("dense1")
+    assert dense.compute_dtype == "bfloat16" and dense.kernel.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert summary["status"] == "finished" and summary["final_test_accuracy"] > 0.6
