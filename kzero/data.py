@@ -196,6 +196,20 @@ def count_steps(arrays, batch_size, max_examples=None):
     return -(-len(arrays["x_train"][:max_examples]) // batch_size)
 
 
+def resolve_pipeline(pipeline):
+    """"tf" or "numpy" for a `pipeline` of `PIPELINES`. "auto" takes the faster
+    one as measured by scripts/bench.py on the MNIST FNN (CPU): tf.data under
+    the tensorflow backend, NumPy under jax and torch, which spares them the
+    conversion of every TensorFlow batch."""
+    import keras
+
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
+    if pipeline != "auto":
+        return pipeline
+    return "tf" if keras.backend.backend() == "tensorflow" and has_tensorflow() else "numpy"
+
+
 def has_tensorflow():
     try:
         return importlib.util.find_spec("tensorflow") is not None
@@ -218,15 +232,11 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
     `normalize` subtracts the per-channel mean and divides by the std;
     `augment` adds pad-4 random crops and horizontal flips to the training
     split only. `max_examples` keeps the first N examples of each split.
-    `pipeline` is "tf" (tf.data), "numpy" (a `keras.utils.PyDataset`, for
-    machines without TensorFlow) or "auto" (tf.data where TensorFlow is
-    installed). Both give the same batches; only the augmentation's random
-    draws differ.
+    `pipeline` is "tf" (tf.data), "numpy" (a `keras.utils.PyDataset`, which
+    needs no TensorFlow) or "auto" (see `resolve_pipeline`). Both give the same
+    batches; only the augmentation's random draws differ.
     """
-    if pipeline not in PIPELINES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
-    if pipeline == "auto":
-        pipeline = "tf" if has_tensorflow() else "numpy"
+    pipeline = resolve_pipeline(pipeline)
     limit = slice(None, max_examples)
     x, y = arrays["x_train"][limit], arrays["y_train"][limit]
     test_x, test_y = arrays["x_test"][limit], arrays["y_test"][limit]

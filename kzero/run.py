@@ -61,7 +61,7 @@ flags.DEFINE_string("precision", "float32",
                     "the variables in float32 (Keras dtype policies).")
 flags.DEFINE_string("pipeline", "auto",
                     "Input pipeline: tf (tf.data), numpy (no TensorFlow needed), or auto "
-                    "(tf where TensorFlow is installed).")
+                    "(the faster here: tf under the tensorflow backend, else numpy).")
 flags.DEFINE_integer("max_examples", None,
                      "Use only the first N examples of each split (quick tries, tests).")
 # Where.
@@ -219,11 +219,9 @@ def accelerator():
 
 def input_pipeline():
     """The pipeline that --pipeline picks here: tf or numpy."""
-    from kzero.data import has_tensorflow
+    from kzero.data import resolve_pipeline
 
-    if FLAGS.pipeline == "auto":
-        return "tf" if has_tensorflow() else "numpy"
-    return FLAGS.pipeline
+    return resolve_pipeline(FLAGS.pipeline)
 
 
 def run_config(model, init, bias_scale, seed):

@@ -48,9 +48,10 @@ def test_training_order_reshuffles_each_epoch_deterministically(mnist):
     np.testing.assert_array_equal(labels, np.concatenate([y for _, y in batches(again)]))
 
 
+@pytest.mark.needs_tensorflow
 def test_a_resumed_pipeline_yields_the_batches_of_the_uninterrupted_one(cifar10):
     kwargs = dict(batch_size=32, seed=5, epochs=3, normalize=True, augment=True,
-                  max_examples=96)
+                  max_examples=96, pipeline="tf")
     full, steps, _ = make_pipelines(cifar10, "cifar10", **kwargs)
     resumed, _, _ = make_pipelines(cifar10, "cifar10", initial_epoch=2, **kwargs)
     full_batches, resumed_batches = batches(full), batches(resumed)
