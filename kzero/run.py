@@ -138,6 +138,11 @@ def validate_flags():
     if FLAGS.distribution != "none" and keras.backend.backend() != "jax":
         raise FlagError(f"--distribution={FLAGS.distribution}: needs KERAS_BACKEND=jax "
                         f"(this is {keras.backend.backend()})")
+    if FLAGS.distribution == "data_parallel":
+        devices = len(keras.distribution.list_devices())
+        if FLAGS.batch_size % devices:
+            raise FlagError(f"--batch_size={FLAGS.batch_size}: must divide evenly over the "
+                            f"{devices} devices of --distribution=data_parallel")
     shard()
     return scales
 

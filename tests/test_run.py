@@ -266,13 +266,20 @@ def test_shards_cover_the_grid_once_and_the_report_merges_them(tmp_path, data_di
 
 
 @pytest.mark.once
-def test_distribution_needs_the_jax_backend(tmp_path):
+def test_distribution_needs_the_jax_backend_and_a_batch_that_splits_evenly(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="torch")
     result = subprocess.run([sys.executable, "-m", "kzero.run", "--distribution=data_parallel",
                              f"--output_dir={tmp_path}"],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--distribution=data_parallel: needs KERAS_BACKEND=jax" in result.stderr
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    result = subprocess.run([sys.executable, "-m", "kzero.run", "--distribution=data_parallel",
+                             f"--output_dir={tmp_path}"],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--batch_size=128: must divide evenly over the 3 devices" in result.stderr
 
 
 TWO_DEVICE_RUN = """
