@@ -41,13 +41,15 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         writer: a `tensorboardX.SummaryWriter` for `workdir`, shared with other
             callbacks of the run.
         rows: the rows of the epochs already done, when a run resumes.
+        stop_on_nan: whether a non-finite loss stops training.
     """
 
-    def __init__(self, workdir, writer, rows=()):
+    def __init__(self, workdir, writer, rows=(), stop_on_nan=True):
         super().__init__()
         self.path = os.path.join(workdir, "metrics.csv")
         self.writer = writer
         self.rows = list(rows)
+        self.stop_on_nan = stop_on_nan
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -55,7 +57,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if not math.isfinite(logs.get("loss", math.nan)):
+        if self.stop_on_nan and not math.isfinite(logs.get("loss", math.nan)):
             # Checked per epoch, not per batch like keras.callbacks.TerminateOnNaN:
             # any batch-end callback makes Keras wait for every step to finish
             # before dispatching the next one.

@@ -53,6 +53,10 @@ flags.DEFINE_integer("runs", 5, "Seeds per variant: seed, seed+1, ...")
 flags.DEFINE_integer("seed", 0, "Base seed.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("parallel_runs", 1,
+                     "Train up to R seeds of a variant at once, as one model of R replicas "
+                     "(for small models on a GPU); such groups record no gradients or "
+                     "symmetry, and restart rather than resume when interrupted.")
 flags.DEFINE_string("distribution", "none",
                     "none, or data_parallel: split each batch over all local devices "
                     "(keras.distribution.DataParallel; jax backend only).")
@@ -122,7 +126,7 @@ def validate_flags():
         if not scale > 0 or scale == float("inf"):
             raise FlagError(f"--bias_scales={text}: must be a positive number")
         scales.append(scale)
-    for name in ("epochs", "runs", "batch_size"):
+    for name in ("epochs", "runs", "batch_size", "parallel_runs"):
         if getattr(FLAGS, name) < 1:
             raise FlagError(f"--{name}={getattr(FLAGS, name)}: must be at least 1")
     for name in ("grad_first_steps", "grad_every"):
@@ -135,6 +139,9 @@ def validate_flags():
     if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
         raise FlagError(f"--data_dir={FLAGS.data_dir}: no such directory")
     _check("distribution", FLAGS.distribution, DISTRIBUTIONS)
+    if FLAGS.parallel_runs > 1 and FLAGS.distribution != "none":
+        raise FlagError(f"--parallel_runs={FLAGS.parallel_runs}: not with "
+                        f"--distribution={FLAGS.distribution}; choose one")
     if FLAGS.distribution != "none" and keras.backend.backend() != "jax":
         raise FlagError(f"--distribution={FLAGS.distribution}: needs KERAS_BACKEND=jax "
                         f"(this is {keras.backend.backend()})")
@@ -280,6 +287,8 @@ def run_grid(scales):
     print(f"kzero: {len(runs)} runs of {experiment_name()}"
           f"{f' (shard {FLAGS.shard})' if FLAGS.shard else ''} -> {root}", flush=True)
     verbose = 1 if sys.stdout.isatty() else 2
+    if FLAGS.parallel_runs > 1:
+        return _run_groups(runs, arrays, root, verbose)
     for index, (model, init, scale, seed) in enumerate(runs, start=1):
         variant = variant_name(model, init, scale, FLAGS.init_scope)
         workdir = os.path.join(root, variant, f"seed_{seed}")
@@ -292,6 +301,63 @@ def run_grid(scales):
                 print(f"{label}: being trained by another process, skipped", flush=True)
                 continue
             _train_one(label, workdir, arrays, run_config(model, init, scale, seed), verbose)
+
+
+def _run_groups(runs, arrays, root, verbose):
+    """--parallel_runs: the unfinished seeds of each variant, R at a time."""
+    from kzero.io import read_json, write_json
+    from kzero.parallel import train_parallel
+
+    print(f"kzero: --parallel_runs={FLAGS.parallel_runs}: up to {FLAGS.parallel_runs} seeds "
+          "per model; gradients and symmetry are not recorded", flush=True)
+    labels, variants = {}, {}
+    for index, (model, init, scale, seed) in enumerate(runs, start=1):
+        variant = variant_name(model, init, scale, FLAGS.init_scope)
+        labels[variant, seed] = f"[{index}/{len(runs)}] {variant}/seed_{seed}"
+        variants.setdefault((model, init, scale), []).append(seed)
+    for (model, init, scale), seeds in variants.items():
+        variant = variant_name(model, init, scale, FLAGS.init_scope)
+        os.makedirs(os.path.join(root, variant), exist_ok=True)
+        todo = []
+        for seed in seeds:
+            summary_path = os.path.join(root, variant, f"seed_{seed}", "summary.json")
+            if os.path.exists(summary_path) and not FLAGS.overwrite:
+                done = read_json(summary_path)
+                print(f"{labels[variant, seed]}: already {done['status']} "
+                      f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
+            else:
+                todo.append(seed)
+        for start in range(0, len(todo), FLAGS.parallel_runs):
+            if STOP_REQUEST.is_set():
+                raise KeyboardInterrupt
+            with contextlib.ExitStack() as locks:
+                group = []
+                for seed in todo[start:start + FLAGS.parallel_runs]:
+                    workdir = os.path.join(root, variant, f"seed_{seed}")
+                    if locks.enter_context(_run_lock(workdir)):
+                        group.append(seed)
+                    else:
+                        print(f"{labels[variant, seed]}: being trained by another process, "
+                              "skipped", flush=True)
+                if not group:
+                    continue
+                workdirs = [os.path.join(root, variant, f"seed_{seed}") for seed in group]
+                configs = []
+                for seed, workdir in zip(group, workdirs):
+                    print(f"{labels[variant, seed]}: training (group of {len(group)})", flush=True)
+                    shutil.rmtree(workdir, ignore_errors=True)  # a group restarts whole
+                    os.makedirs(workdir)
+                    config = run_config(model, init, scale, seed)
+                    config.update(record_gradients=False, record_symmetry=False,
+                                  input_pipeline="numpy", parallel_group=group)
+                    write_json(os.path.join(workdir, "config.json"), config)
+                    configs.append(config)
+                summaries = train_parallel(configs, workdirs, arrays, verbose, STOP_REQUEST)
+                for seed, summary in zip(group, summaries):
+                    print(f"{labels[variant, seed]}: {summary['status']} after "
+                          f"{summary['epochs_completed']} epochs, test accuracy "
+                          f"{summary['final_test_accuracy']} in {summary['wall_seconds']:.1f} s "
+                          f"(group of {len(group)})", flush=True)
 
 
 @contextlib.contextmanager

@@ -34,12 +34,20 @@ SYMMETRY_PROBE_SIZE = 32
 CHECKPOINT = "checkpoint.keras"
 
 
-def compile_model(model, learning_rate):
-    # Adam with PyTorch's defaults (the paper's code): eps 1e-8, not Keras' 1e-7.
+def compile_model(model, learning_rate, outputs=1):
+    """Adam with PyTorch's defaults (the paper's code): eps 1e-8, not Keras'
+    1e-7; cross-entropy on logits and accuracy, for each of `outputs` outputs
+    (their losses are summed)."""
+    def loss():
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics():
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=loss() if outputs == 1 else [loss() for _ in range(outputs)],
+        metrics=metrics() if outputs == 1 else [metrics() for _ in range(outputs)],
     )
     return model
 

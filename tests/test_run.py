@@ -171,6 +171,8 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--precision=float64"], "--precision=float64: not valid; choose from float32, mixed_bf"),
     (["--sead=1"], "Unknown command line flag 'sead'"),
     (["--shard=2/2"], "--shard=2/2: must be i/n with 0 <= i < n"),
+    (["--parallel_runs=0"], "--parallel_runs=0: must be at least 1"),
+    (["--parallel_runs=2", "--distribution=data_parallel"], "--parallel_runs=2: not with"),
     (["--shard=first"], "--shard=first: must be i/n with 0 <= i < n"),
     (["--distribution=model_parallel"], "--distribution=model_parallel: not valid; choose from"),
 ])
@@ -325,3 +327,23 @@ def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
     assert dense.compute_dtype == "bfloat16" and dense.kernel.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert summary["status"] == "finished" and summary["final_test_accuracy"] > 0.6
+
+
+def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
+    common = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--runs=3", "--epochs=2",
+              "--max_examples=2048", "--norecord_gradients", "--norecord_symmetry",
+              f"--data_dir={data_dir}"]
+    run_cli(*common, f"--output_dir={tmp_path / 'alone'}")
+    run_cli(*common, "--parallel_runs=2", f"--output_dir={tmp_path / 'together'}")
+    for seed, group in ((0, [0, 1]), (1, [0, 1]), (2, [2])):
+        alone, together = (tmp_path / where / "mnist_fnn" / "fnn_zero_normal_x1" / f"seed_{seed}"
+                           for where in ("alone", "together"))
+        rows = [read_csv(d / "metrics.csv") for d in (alone, together)]
+        assert [r["epoch"] for r in rows[1]] == ["1", "2"]
+        for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
+            np.testing.assert_allclose([float(r[column]) for r in rows[1]],
+                                       [float(r[column]) for r in rows[0]], rtol=1e-5)
+        assert read_json(together / "config.json")["parallel_group"] == group
+        summary = read_json(together / "summary.json")
+        assert summary["status"] == "finished" and summary["parallel_runs"] == len(group)
+        assert len(glob.glob(str(together / "events.out.tfevents.*"))) == 1
