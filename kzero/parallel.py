@@ -22,7 +22,7 @@ from kzero.callbacks import EpochMetricsLogger, StopOnRequest
 from kzero.data import make_pipelines
 from kzero.io import write_json
 from kzero.models import INPUT_SHAPES, build_model
-from kzero.train import INIT_SCOPES, compile_model
+from kzero.train import INIT_SCOPES, compile_model, diverged_epoch, run_summary
 
 __all__ = ["train_parallel"]
 
@@ -71,7 +71,7 @@ class _ReplicaMetrics(EpochMetricsLogger):
         self.find = _log_keys(output, only_output)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.rows and _diverged_epoch(self.rows[-1:]) is not None:
+        if self.rows and diverged_epoch(self.rows[-1:]) is not None:
             return  # alone, this run would have stopped after that epoch
         logs = logs or {}
         own = {}
@@ -81,13 +81,6 @@ class _ReplicaMetrics(EpochMetricsLogger):
             key = self.find(logs, metric, validation)
             own[column] = logs[key] if key is not None else math.nan
         super().on_epoch_end(epoch, own)
-
-
-def _diverged_epoch(rows):
-    for row in rows:
-        if not (math.isfinite(row["loss"]) and math.isfinite(row["test_loss"])):
-            return row["epoch"]
-    return None
 
 
 def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None):
@@ -139,22 +132,10 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None)
     finally:
         for writer in writers:
             writer.close()
-    wall = round(time.perf_counter() - start, 3)
+    wall = time.perf_counter() - start
     summaries = []
     for logger, workdir in zip(loggers, workdirs):
-        rows = logger.rows
-        diverged_epoch = _diverged_epoch(rows)
-        last = rows[-1] if rows else {}
-        summary = {
-            "status": "diverged" if diverged_epoch is not None or not rows else "finished",
-            "diverged_epoch": diverged_epoch,
-            "epochs_completed": len(rows),
-            "resumed_from_epoch": None,
-            "final_test_accuracy": last.get("test_accuracy"),
-            "final_test_loss": last.get("test_loss"),
-            "wall_seconds": wall,
-            "parallel_runs": len(configs),
-        }
+        summary = {**run_summary(logger.rows, wall), "parallel_runs": len(configs)}
         write_json(os.path.join(workdir, "summary.json"), summary)
         summaries.append(summary)
     return summaries

@@ -15,7 +15,8 @@ from kzero.data import count_steps, make_pipelines, probe_batch
 from kzero.io import read_csv, write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
 
-__all__ = ["CHECKPOINT", "INIT_SCOPES", "PRECISIONS", "compile_model", "train"]
+__all__ = ["CHECKPOINT", "INIT_SCOPES", "PRECISIONS", "compile_model", "diverged_epoch",
+           "run_summary", "train"]
 
 # Which layers an init scheme reaches. "paper_code" reproduces the paper's public
 # ResNet-50 code, whose zero init only reached the stem conv and the last dense
@@ -69,11 +70,27 @@ def _rows(workdir, name, keep):
     return [row for row in rows if keep(row)]
 
 
-def _diverged_epoch(rows):
+def diverged_epoch(rows):
+    """The first `metrics.csv` row's epoch with a non-finite loss, or None."""
     for row in rows:
         if not (math.isfinite(row["loss"]) and math.isfinite(row["test_loss"])):
             return row["epoch"]
     return None
+
+
+def run_summary(rows, wall_seconds, resumed_from_epoch=None):
+    """What `summary.json` says of a run whose `metrics.csv` holds `rows`."""
+    last = rows[-1] if rows else {}
+    diverged = diverged_epoch(rows)
+    return {
+        "status": "diverged" if diverged is not None or not rows else "finished",
+        "diverged_epoch": diverged,
+        "epochs_completed": len(rows),
+        "resumed_from_epoch": resumed_from_epoch,
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_test_loss": last.get("test_loss"),
+        "wall_seconds": round(wall_seconds, 3),
+    }
 
 
 def train(config, workdir, arrays, verbose="auto", stop_request=None):
@@ -180,18 +197,8 @@ def _train(config, workdir, arrays, verbose, stop_request):
         )
     finally:
         writer.close()
-    rows = metrics_logger.rows
-    last = rows[-1] if rows else {}
-    diverged_epoch = _diverged_epoch(rows)
-    summary = {
-        "status": "diverged" if diverged_epoch is not None or not rows else "finished",
-        "diverged_epoch": diverged_epoch,
-        "epochs_completed": len(rows),
-        "resumed_from_epoch": initial_epoch or None,
-        "final_test_accuracy": last.get("test_accuracy"),
-        "final_test_loss": last.get("test_loss"),
-        "wall_seconds": round(time.perf_counter() - start, 3),
-    }
+    summary = run_summary(metrics_logger.rows, time.perf_counter() - start,
+                          resumed_from_epoch=initial_epoch or None)
     if gradient_recorder is not None:
         summary["awakening_step"] = gradient_recorder.awakening_step
     write_json(os.path.join(workdir, "summary.json"), summary)
