@@ -28,7 +28,8 @@ __all__ = ["train_parallel"]
 
 
 class _Zipped(keras.utils.PyDataset):
-    """Batch i of every replica's own pipeline, as (inputs, targets) tuples."""
+    """Batch i of every replica's own pipeline: the images by input name, the
+    labels as a tuple in output order."""
 
     def __init__(self, pipelines, input_names):
         super().__init__()
@@ -38,7 +39,6 @@ class _Zipped(keras.utils.PyDataset):
         return len(self.pipelines[0])
 
     def __getitem__(self, i):
-        # Inputs by name: some backends do not keep a tuple's order.
         batches = [pipeline[i] for pipeline in self.pipelines]
         return ({name: x for name, (x, _) in zip(self.input_names, batches)},
                 tuple(y for _, y in batches))
