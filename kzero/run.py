@@ -334,11 +334,16 @@ def _run_groups(runs, arrays, root, verbose):
                 group = []
                 for seed in todo[start:start + FLAGS.parallel_runs]:
                     workdir = os.path.join(root, variant, f"seed_{seed}")
-                    if locks.enter_context(_run_lock(workdir)):
-                        group.append(seed)
-                    else:
+                    if not locks.enter_context(_run_lock(workdir)):
                         print(f"{labels[variant, seed]}: being trained by another process, "
                               "skipped", flush=True)
+                    elif (os.path.exists(os.path.join(workdir, "summary.json"))
+                          and not FLAGS.overwrite):
+                        # Finished by another runner since the list was made.
+                        print(f"{labels[variant, seed]}: finished by another process, skipped",
+                              flush=True)
+                    else:
+                        group.append(seed)
                 if not group:
                     continue
                 workdirs = [os.path.join(root, variant, f"seed_{seed}") for seed in group]
