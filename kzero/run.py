@@ -305,7 +305,7 @@ def run_grid(scales):
 
 def _run_groups(runs, arrays, root, verbose):
     """--parallel_runs: the unfinished seeds of each variant, R at a time."""
-    from kzero.io import read_json, write_json
+    from kzero.io import write_json
     from kzero.parallel import train_parallel
 
     print(f"kzero: --parallel_runs={FLAGS.parallel_runs}: up to {FLAGS.parallel_runs} seeds "
@@ -318,15 +318,8 @@ def _run_groups(runs, arrays, root, verbose):
     for (model, init, scale), seeds in variants.items():
         variant = variant_name(model, init, scale, FLAGS.init_scope)
         os.makedirs(os.path.join(root, variant), exist_ok=True)
-        todo = []
-        for seed in seeds:
-            summary_path = os.path.join(root, variant, f"seed_{seed}", "summary.json")
-            if os.path.exists(summary_path) and not FLAGS.overwrite:
-                done = read_json(summary_path)
-                print(f"{labels[variant, seed]}: already {done['status']} "
-                      f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
-            else:
-                todo.append(seed)
+        todo = [seed for seed in seeds if not _skip_finished(
+            labels[variant, seed], os.path.join(root, variant, f"seed_{seed}"))]
         for start in range(0, len(todo), FLAGS.parallel_runs):
             if STOP_REQUEST.is_set():
                 raise KeyboardInterrupt
@@ -337,12 +330,8 @@ def _run_groups(runs, arrays, root, verbose):
                     if not locks.enter_context(_run_lock(workdir)):
                         print(f"{labels[variant, seed]}: being trained by another process, "
                               "skipped", flush=True)
-                    elif (os.path.exists(os.path.join(workdir, "summary.json"))
-                          and not FLAGS.overwrite):
-                        # Finished by another runner since the list was made.
-                        print(f"{labels[variant, seed]}: finished by another process, skipped",
-                              flush=True)
-                    else:
+                    # Another runner may have finished it since the list was made.
+                    elif not _skip_finished(labels[variant, seed], workdir):
                         group.append(seed)
                 if not group:
                     continue
@@ -380,15 +369,24 @@ def _run_lock(workdir):
         yield True
 
 
-def _train_one(label, workdir, arrays, config, verbose):
-    from kzero.io import read_json, write_json
-    from kzero.train import CHECKPOINT, train
+def _skip_finished(label, workdir):
+    """Whether the run in `workdir` has finished (and --overwrite is off); says so."""
+    from kzero.io import read_json
 
     summary_path = os.path.join(workdir, "summary.json")
-    if os.path.exists(summary_path) and not FLAGS.overwrite:
-        done = read_json(summary_path)
-        print(f"{label}: already {done['status']} "
-              f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
+    if not os.path.exists(summary_path) or FLAGS.overwrite:
+        return False
+    done = read_json(summary_path)
+    print(f"{label}: already {done['status']} "
+          f"(test accuracy {done['final_test_accuracy']}), skipped", flush=True)
+    return True
+
+
+def _train_one(label, workdir, arrays, config, verbose):
+    from kzero.io import write_json
+    from kzero.train import CHECKPOINT, train
+
+    if _skip_finished(label, workdir):
         return
     if os.path.exists(os.path.join(workdir, CHECKPOINT)) and not FLAGS.overwrite:
         print(f"{label}: resuming", flush=True)
