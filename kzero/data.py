@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["DataError", "DATASETS", "PIPELINES", "epoch_order", "load_arrays",
-           "make_pipelines", "pad_crop_flip", "pad_crop_flip_numpy", "probe_batch"]
+           "make_pipelines", "pad_crop_flip", "pad_crop_flip_device", "pad_crop_flip_numpy",
+           "probe_batch"]
 
 DATA_DIR_ENV = "KZERO_DATA_DIR"
 
@@ -137,7 +138,11 @@ def load_arrays(dataset, data_dir=None):
     return _load_tfds(dataset)
 
 
-def pad_crop_flip(images, seed, pad=4):
+# The paper's ResNet-50 augmentation: pad by 4, crop back to 32x32.
+CROP_PAD = 4
+
+
+def pad_crop_flip(images, seed, pad=CROP_PAD):
     """Per image: zero-pad by `pad`, crop back to the original size at a random
     offset, flip left-right with probability 1/2. `images` is a float batch
     [B, H, W, C]; `seed` a stateless seed of shape [2]. Works on a whole batch at
@@ -157,18 +162,59 @@ def pad_crop_flip(images, seed, pad=4):
     return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
 
 
-def pad_crop_flip_numpy(images, rng, pad=4):
+def _crop_indices(rng, batch, height, width, pad):
+    """Row and column indices into the zero-padded batch that pad-crop-flip
+    each image: [B, H] and [B, W]. A flip is the crop's columns reversed."""
+    offsets = rng.integers(0, 2 * pad + 1, size=(batch, 2))
+    rows = offsets[:, :1] + np.arange(height)[None, :]
+    cols = offsets[:, 1:] + np.arange(width)[None, :]
+    flip = rng.random(batch) < 0.5
+    cols[flip] = cols[flip, ::-1]
+    return rows, cols
+
+
+def pad_crop_flip_numpy(images, rng, pad=CROP_PAD):
     """`pad_crop_flip` in NumPy, drawing from the generator `rng`: the same
     augmentation (not the same random draws) for the TensorFlow-free pipeline."""
     batch, height, width = images.shape[:3]
-    offsets = rng.integers(0, 2 * pad + 1, size=(batch, 2))
+    rows, cols = _crop_indices(rng, batch, height, width, pad)
     padded = np.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
-    rows = offsets[:, :1] + np.arange(height)[None, :]
-    cols = offsets[:, 1:] + np.arange(width)[None, :]
-    cropped = padded[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    flip = rng.random(batch) < 0.5
-    cropped[flip] = cropped[flip, :, ::-1]
-    return cropped
+    return padded[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def pad_crop_flip_device(images, rng, pad=CROP_PAD):
+    """`pad_crop_flip_numpy` on a backend tensor, where it lives (the
+    accelerator), with the same draws from `rng`: only the crop's indices, a
+    few hundred integers, are made on the host, and one gather does the rest."""
+    rows, cols = _crop_indices(rng, *images.shape[:3], pad)
+    return _crop_on_device(images, rows, cols, pad)
+
+
+def _crop_on_device(images, rows, cols, pad):
+    import keras
+
+    ops = keras.ops
+    batch, height, width, channels = images.shape
+    padded_height, padded_width = height + 2 * pad, width + 2 * pad
+    flat = (ops.arange(batch, dtype="int32")[:, None, None] * (padded_height * padded_width)
+            + ops.convert_to_tensor(rows, "int32")[:, :, None] * padded_width
+            + ops.convert_to_tensor(cols, "int32")[:, None, :])
+    padded = ops.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    pixels = ops.reshape(padded, (batch * padded_height * padded_width, channels))
+    cropped = ops.take(pixels, ops.reshape(flat, (-1,)), axis=0)
+    return ops.reshape(cropped, (batch, height, width, channels))
+
+
+def _compiled(function):
+    """`function` compiled under jax, where a dozen eager ops per batch cost
+    more than the batch itself; the other backends run it op by op."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
 
 
 def _finish(images, dataset, normalize):
@@ -188,7 +234,7 @@ def epoch_order(seed, epoch, n):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-PIPELINES = ("auto", "tf", "numpy")
+PIPELINES = ("auto", "tf", "numpy", "device")
 
 
 def count_steps(arrays, batch_size, max_examples=None):
@@ -197,7 +243,7 @@ def count_steps(arrays, batch_size, max_examples=None):
 
 
 def resolve_pipeline(pipeline):
-    """"tf" or "numpy" for a `pipeline` of `PIPELINES`. "auto" takes the faster
+    """"tf", "numpy" or "device" for a `pipeline` of `PIPELINES`. "auto" takes the faster
     one as measured by scripts/bench.py on the MNIST FNN (CPU): tf.data under
     the tensorflow backend, NumPy under jax and torch, which spares them the
     conversion of every TensorFlow batch."""
@@ -233,8 +279,10 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
     `augment` adds pad-4 random crops and horizontal flips to the training
     split only. `max_examples` keeps the first N examples of each split.
     `pipeline` is "tf" (tf.data), "numpy" (a `keras.utils.PyDataset`, which
-    needs no TensorFlow) or "auto" (see `resolve_pipeline`). Both give the same
-    batches; only the augmentation's random draws differ.
+    needs no TensorFlow), "device" (the NumPy pipeline's batches, made from a
+    copy of the dataset held as backend tensors, on the accelerator where
+    there is one) or "auto" (see `resolve_pipeline`). All give the same
+    batches; only tf.data's augmentation draws differently.
     """
     pipeline = resolve_pipeline(pipeline)
     limit = slice(None, max_examples)
@@ -243,9 +291,13 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
     steps_per_epoch = count_steps(arrays, batch_size, max_examples)
     orders = np.stack([epoch_order(seed, epoch, len(x))
                        for epoch in range(initial_epoch, epochs)]).astype(np.int32)
-    build = _tf_pipelines if pipeline == "tf" else _numpy_pipelines
-    train, test = build(x, y, test_x, test_y, orders, dataset, batch_size, seed,
-                        steps_per_epoch, initial_epoch, normalize, augment)
+    if pipeline == "tf":
+        train, test = _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed,
+                                    steps_per_epoch, initial_epoch, normalize, augment)
+    else:
+        train, test = _pydataset_pipelines(x, y, test_x, test_y, orders, dataset, batch_size,
+                                           seed, initial_epoch, normalize, augment,
+                                           on_device=pipeline == "device")
     return train, steps_per_epoch, test
 
 
@@ -273,9 +325,58 @@ def _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps
     return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
 
 
-def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, _steps_per_epoch,
-                     initial_epoch, normalize, augment):
+def _host_batches(dataset, normalize):
+    """`(load, make)`: how the NumPy pipeline holds the arrays (as they are)
+    and makes a batch from them with NumPy."""
+    def make(images, labels, index, rng):
+        images = _finish(images[index].astype(np.float32) / 255.0, dataset, normalize)
+        if rng is not None:
+            images = pad_crop_flip_numpy(images, rng)
+        return images.astype(np.float32), labels[index].astype(np.int32)
+
+    return (lambda array: array), make
+
+
+def _device_batches(dataset, normalize):
+    """`(load, make)` of the device pipeline: the arrays held as backend
+    tensors, and the NumPy pipeline's batches made from them where they live;
+    only the batch's indices go there from the host."""
     import keras
+
+    ops = keras.ops
+    # Every pixel value's model input per channel, made by the NumPy pipeline's
+    # own arithmetic: a lookup on the device then gives the same floats bit for
+    # bit (XLA's division on a CPU is not exactly rounded).
+    levels = _finish(np.arange(256, dtype=np.float32)[:, None, None] / 255.0, dataset, normalize)
+    channels = levels.shape[-1]
+    table = ops.convert_to_tensor(levels.astype(np.float32).reshape(-1))
+    channel = ops.convert_to_tensor(np.arange(channels, dtype=np.int32))
+
+    @_compiled
+    def gather(images, labels, index, rows, cols):
+        images = ops.cast(ops.take(images, index, axis=0), "int32")
+        if len(images.shape) == 3:  # MNIST: no channel axis
+            images = ops.expand_dims(images, -1)
+        images = ops.take(table, images * channels + channel)
+        if rows is not None:
+            images = _crop_on_device(images, rows, cols, CROP_PAD)
+        return images, ops.cast(ops.take(labels, index, axis=0), "int32")
+
+    def make(images, labels, index, rng):
+        rows = cols = None
+        if rng is not None:
+            rows, cols = (ops.convert_to_tensor(i.astype(np.int32)) for i in
+                          _crop_indices(rng, len(index), *images.shape[1:3], CROP_PAD))
+        return gather(images, labels, ops.convert_to_tensor(index.astype(np.int32)), rows, cols)
+
+    return ops.convert_to_tensor, make
+
+
+def _pydataset_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed,
+                         initial_epoch, normalize, augment, on_device):
+    import keras
+
+    load, make = (_device_batches if on_device else _host_batches)(dataset, normalize)
 
     class Batches(keras.utils.PyDataset):
         """Batch i is batch i % steps of epoch i // steps, a pure function of i.
@@ -289,7 +390,7 @@ def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, _s
 
         def __init__(self, x, y, orders, augment, prefetch=0):
             super().__init__()
-            self.x, self.y, self.orders, self.augment = x, y, orders, augment
+            self.x, self.y, self.orders, self.augment = load(x), load(y), orders, augment
             self.steps = -(-orders.shape[1] // batch_size)
             self.prefetch = prefetch
             self._pool = ThreadPoolExecutor(2) if prefetch else None
@@ -301,11 +402,9 @@ def _numpy_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, _s
         def batch(self, i):
             steps = self.steps
             index = self.orders[i // steps, (i % steps) * batch_size:][:batch_size]
-            images = _finish(self.x[index].astype(np.float32) / 255.0, dataset, normalize)
-            if self.augment:
-                rng = np.random.default_rng([seed, initial_epoch * steps + i])
-                images = pad_crop_flip_numpy(images, rng)
-            return images.astype(np.float32), self.y[index].astype(np.int32)
+            rng = (np.random.default_rng([seed, initial_epoch * steps + i])
+                   if self.augment else None)
+            return make(self.x, self.y, index, rng)
 
         def __getitem__(self, i):
             if self._pool is None:

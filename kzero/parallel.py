@@ -86,8 +86,9 @@ class _ReplicaMetrics(EpochMetricsLogger):
 def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None):
     """Trains the runs `configs` (one variant, different seeds) as one model,
     writing each run's results to its entry of `workdirs`. Takes the configs
-    of `kzero.train.train`, less its recording options. Returns the runs'
-    summaries, in order."""
+    of `kzero.train.train`, less its recording options, and reads the batches
+    through their `input_pipeline`, "numpy" (the default) or "device". Returns
+    the runs' summaries, in order."""
     from tensorboardX import SummaryWriter
 
     first = configs[0]
@@ -106,12 +107,14 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None)
     inputs = [keras.Input(INPUT_SHAPES[first["dataset"]], name=f"images_seed_{c['seed']}")
               for c in configs]
     group = keras.Model(inputs, [replica(x) for replica, x in zip(replicas, inputs)])
-    compile_model(group, first["learning_rate"], outputs=len(configs))
+    compile_model(group, first["learning_rate"], outputs=len(configs),
+                  jit_compile=first.get("jit_compile", "auto"))
 
     is_resnet = first["model"] == "resnet50"
     pipelines = [make_pipelines(arrays, c["dataset"], c["batch_size"], seed=c["seed"],
                                 epochs=c["epochs"], normalize=is_resnet, augment=is_resnet,
-                                max_examples=c.get("max_examples"), pipeline="numpy")
+                                max_examples=c.get("max_examples"),
+                                pipeline=c.get("input_pipeline", "numpy"))
                  for c in configs]
     steps_per_epoch = pipelines[0][1]
     names = [x.name for x in inputs]

@@ -63,9 +63,13 @@ flags.DEFINE_string("distribution", "none",
 flags.DEFINE_string("precision", "float32",
                     "float32, or mixed_bfloat16 / mixed_float16: compute in 16 bits, keep "
                     "the variables in float32 (Keras dtype policies).")
+flags.DEFINE_string("jit_compile", "auto",
+                    "auto (Keras' choice: XLA under jax, eager under torch), true (XLA, or "
+                    "torch.compile under torch) or false.")
 flags.DEFINE_string("pipeline", "auto",
-                    "Input pipeline: tf (tf.data), numpy (no TensorFlow needed), or auto "
-                    "(the faster here: tf under the tensorflow backend, else numpy).")
+                    "Input pipeline: tf (tf.data), numpy (no TensorFlow needed), device (the "
+                    "numpy pipeline's batches made from the dataset held on the accelerator), "
+                    "or auto (the faster here: tf under the tensorflow backend, else numpy).")
 flags.DEFINE_integer("max_examples", None,
                      "Use only the first N examples of each split (quick tries, tests).")
 # Where.
@@ -97,7 +101,7 @@ def validate_flags():
     from kzero.data import DATASETS, PIPELINES, has_tensorflow
     from kzero.initializers import SCHEMES
     from kzero.models import ACTIVATIONS, MODELS
-    from kzero.train import INIT_SCOPES, PRECISIONS
+    from kzero.train import INIT_SCOPES, JIT_COMPILE, PRECISIONS
 
     _check("dataset", FLAGS.dataset, DATASETS)
     if not FLAGS.model:
@@ -115,6 +119,7 @@ def validate_flags():
     _check("init_scope", FLAGS.init_scope, INIT_SCOPES)
     _check("pipeline", FLAGS.pipeline, PIPELINES)
     _check("precision", FLAGS.precision, PRECISIONS)
+    _check("jit_compile", FLAGS.jit_compile, JIT_COMPILE)
     if FLAGS.pipeline == "tf" and not has_tensorflow():
         raise FlagError("--pipeline=tf: TensorFlow is not installed; use --pipeline=numpy")
     scales = []
@@ -229,11 +234,13 @@ def accelerator():
     return "unknown"
 
 
-def input_pipeline():
-    """The pipeline that --pipeline picks here: tf or numpy."""
+def input_pipeline(parallel=False):
+    """The pipeline that --pipeline picks here: tf, numpy or device. Parallel
+    groups zip several PyDatasets, so they take numpy for tf."""
     from kzero.data import resolve_pipeline
 
-    return resolve_pipeline(FLAGS.pipeline)
+    pipeline = resolve_pipeline(FLAGS.pipeline)
+    return "numpy" if parallel and pipeline == "tf" else pipeline
 
 
 def run_config(model, init, bias_scale, seed):
@@ -343,7 +350,8 @@ def _run_groups(runs, arrays, root, verbose):
                     os.makedirs(workdir)
                     config = run_config(model, init, scale, seed)
                     config.update(record_gradients=False, record_symmetry=False,
-                                  input_pipeline="numpy", parallel_group=group)
+                                  input_pipeline=input_pipeline(parallel=True),
+                                  parallel_group=group)
                     write_json(os.path.join(workdir, "config.json"), config)
                     configs.append(config)
                 summaries = train_parallel(configs, workdirs, arrays, verbose, STOP_REQUEST)

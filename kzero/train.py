@@ -15,13 +15,19 @@ from kzero.data import count_steps, make_pipelines, probe_batch
 from kzero.io import read_csv, write_json
 from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
 
-__all__ = ["CHECKPOINT", "INIT_SCOPES", "PRECISIONS", "compile_model", "diverged_epoch",
-           "run_summary", "train"]
+__all__ = ["CHECKPOINT", "INIT_SCOPES", "JIT_COMPILE", "PRECISIONS", "compile_model",
+           "diverged_epoch", "run_summary", "train"]
 
 # Which layers an init scheme reaches. "paper_code" reproduces the paper's public
 # ResNet-50 code, whose zero init only reached the stem conv and the last dense
 # layer; every other layer keeps the reference init.
 INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
+
+# Keras' jit_compile: "auto" is XLA under jax (and under tensorflow on an
+# accelerator), eager under torch; "true" under torch is torch.compile, which
+# on a 2-core CPU halved the MNIST FNN's steady epoch but took 14-34 s to
+# compile, so it pays only for long runs (scripts/bench.py --jit_compile).
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 
 # Keras dtype policies: mixed ones compute in 16 bits with float32 variables;
 # compile() adds loss scaling for mixed_float16.
@@ -35,10 +41,10 @@ SYMMETRY_PROBE_SIZE = 32
 CHECKPOINT = "checkpoint.keras"
 
 
-def compile_model(model, learning_rate, outputs=1):
+def compile_model(model, learning_rate, outputs=1, jit_compile="auto"):
     """Adam with PyTorch's defaults (the paper's code): eps 1e-8, not Keras'
     1e-7; cross-entropy on logits and accuracy, for each of `outputs` outputs
-    (their losses are summed)."""
+    (their losses are summed). `jit_compile` is a key of `JIT_COMPILE`."""
     def loss():
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -49,6 +55,7 @@ def compile_model(model, learning_rate, outputs=1):
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8),
         loss=loss() if outputs == 1 else [loss() for _ in range(outputs)],
         metrics=metrics() if outputs == 1 else [metrics() for _ in range(outputs)],
+        jit_compile=JIT_COMPILE[jit_compile],
     )
     return model
 
@@ -108,7 +115,8 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
             `grad_first_steps`, `grad_every` (see `GradientRecorder`) and
             `record_symmetry` (see `SymmetryMonitor`), `distribution` ("none" or
             "data_parallel": batches split over all local devices, jax only),
-            `precision` (one of `PRECISIONS`).
+            `precision` (one of `PRECISIONS`), `jit_compile` (a key of
+            `JIT_COMPILE`).
         workdir: the run's directory; receives `metrics.csv`, `summary.json`,
             `gradients.csv`, `symmetry.csv` and the TensorBoard event file.
         arrays: the dataset as returned by `kzero.data.load_arrays`.
@@ -155,7 +163,8 @@ def _train(config, workdir, arrays, verbose, stop_request):
             )
         finally:
             keras.config.set_dtype_policy(previous_policy)
-        compile_model(model, config["learning_rate"])
+        compile_model(model, config["learning_rate"],
+                      jit_compile=config.get("jit_compile", "auto"))
         initial_epoch = 0
     train_data, _, test_data = make_pipelines(
         arrays, config["dataset"], config["batch_size"], seed=config["seed"],

@@ -11,6 +11,10 @@ jax, a `tf.GradientTape` step with Keras' Adam under tensorflow,
 `torch.optim.Adam` under torch. The reference also evaluates the test split
 after every epoch, on arrays held in memory, and does not augment.
 
+`pipeline_images_per_s` is what kzero's input pipeline delivers on its own (with
+the ResNet's augmentation for `--model=resnet50`): the model must not outrun it.
+`peak_device_memory_mb` is the accelerator's peak, null without one.
+
 `--against=no_recording` times kzero with and without its diagnostics
 (gradient recording and the symmetry monitor): what recording costs.
 
@@ -36,7 +40,10 @@ flags.DEFINE_string("model", "fnn", "Model name.")
 flags.DEFINE_string("init", "zero_normal", "Init scheme.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy of both loops.")
-flags.DEFINE_enum("pipeline", "auto", ["auto", "tf", "numpy"], "kzero's input pipeline.")
+flags.DEFINE_enum("pipeline", "auto", ["auto", "tf", "numpy", "device"],
+                  "kzero's input pipeline.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "kzero's jit_compile (the reference loops are fixed).")
 flags.DEFINE_enum("against", "reference", ["reference", "no_recording"], "What to compare with.")
 flags.DEFINE_integer("epochs", 4, "Epochs per measurement; the first is not counted.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -55,7 +62,8 @@ def kzero_epoch_times(arrays, workdir, **extra):
     config = dict(dataset=FLAGS.dataset, model=FLAGS.model, init=FLAGS.init, bias_scale=1.0,
                   activation="elu", seed=0, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                   learning_rate=LEARNING_RATE, max_examples=FLAGS.max_examples,
-                  precision=FLAGS.precision, pipeline=FLAGS.pipeline, **extra)
+                  precision=FLAGS.precision, pipeline=FLAGS.pipeline,
+                  jit_compile=FLAGS.jit_compile, **extra)
     _, summary = train(config, workdir, arrays, verbose=0)
     rows = read_csv(os.path.join(workdir, "metrics.csv"))
     return [float(row["seconds"]) for row in rows], summary["final_test_accuracy"]
@@ -199,6 +207,54 @@ def reference_epoch_times(train, test):
     return times, accuracy
 
 
+def pipeline_images_per_s(arrays, batches=200):
+    """Training images per second that kzero's input pipeline alone delivers
+    (augmentation included for the ResNet): what the model must not outrun."""
+    import keras
+
+    from kzero.data import make_pipelines
+
+    is_resnet = FLAGS.model == "resnet50"
+    train, steps, _ = make_pipelines(arrays, FLAGS.dataset, FLAGS.batch_size, seed=0, epochs=2,
+                                     normalize=is_resnet, augment=is_resnet,
+                                     max_examples=FLAGS.max_examples, pipeline=FLAGS.pipeline)
+    batches = min(batches, 2 * steps - 1)
+    iterator = iter(train) if not isinstance(train, keras.utils.PyDataset) else (
+        train[i] for i in range(len(train)))
+    images, _ = next(iterator)  # compiles and starts the prefetch
+    start = time.perf_counter()
+    count, corners = 0, []
+    for _ in range(batches):
+        images, _ = next(iterator)
+        count += int(images.shape[0])
+        corners.append(images[:1, :1, :1, :1])
+    for corner in corners:  # waits for every batch the device was asked for
+        keras.ops.convert_to_numpy(corner)
+    return count / (time.perf_counter() - start)
+
+
+def peak_device_memory_mb():
+    """Peak accelerator memory of this process, where the backend tells it."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+    elif backend == "torch":
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        peak = tf.config.experimental.get_memory_info(gpus[0].name)["peak"] if gpus else None
+    return None if peak is None else round(peak / 2**20, 1)
+
+
 def summarize(times):
     import numpy as np
 
@@ -217,7 +273,7 @@ def main(argv):
     n_train = len(arrays["x_train"][:FLAGS.max_examples])
     result = {"backend": keras.backend.backend(), "dataset": FLAGS.dataset,
               "model": FLAGS.model, "init": FLAGS.init, "precision": FLAGS.precision,
-              "pipeline": FLAGS.pipeline,
+              "pipeline": FLAGS.pipeline, "jit_compile": FLAGS.jit_compile,
               "epochs": FLAGS.epochs,
               "batch_size": FLAGS.batch_size, "train_examples": n_train,
               "repeats": FLAGS.repeats, "against": FLAGS.against}
@@ -253,8 +309,10 @@ def main(argv):
         # All epochs of a run, compilation included: what a user waits for.
         "run_ratio": round(kzero["whole"] / other["whole"], 4),
         "images_per_s": round(n_train / kzero["min"], 1),
+        "pipeline_images_per_s": round(pipeline_images_per_s(arrays), 1),
         "peak_host_memory_mb": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_device_memory_mb": peak_device_memory_mb(),
     })
     print(json.dumps(result), flush=True)
 

@@ -6,7 +6,7 @@ import pytest
 
 from kzero import data
 from kzero.data import (DATASETS, DataError, load_arrays, make_pipelines, pad_crop_flip,
-                        pad_crop_flip_numpy)
+                        pad_crop_flip_device, pad_crop_flip_numpy)
 
 
 def batches(dataset):
@@ -208,6 +208,54 @@ def test_fit_reads_every_epoch_of_a_numpy_pipeline(mnist, monkeypatch):
     # Each epoch reads its own batches (Keras' worker queue would restart at
     # batch 0 every epoch and replay the first epoch's order).
     assert sorted(set(computed)) == list(range(3 * steps))
+
+
+@pytest.mark.parametrize("dataset,normalize,augment", [("mnist", False, False),
+                                                       ("cifar10", True, True)])
+def test_device_pipeline_gives_the_numpy_pipelines_batches_bit_for_bit(
+        mnist, cifar10, dataset, normalize, augment):
+    import keras
+
+    arrays = {"mnist": mnist, "cifar10": cifar10}[dataset]
+    kwargs = dict(batch_size=48, seed=4, epochs=2, normalize=normalize, augment=augment,
+                  max_examples=100)
+    np_train, steps, np_test = make_pipelines(arrays, dataset, pipeline="numpy", **kwargs)
+    dev_train, _, dev_test = make_pipelines(arrays, dataset, pipeline="device", **kwargs)
+    assert len(dev_train) == len(np_train) == 2 * steps and len(dev_test) == len(np_test)
+    pairs = [(np_train[i], dev_train[i]) for i in range(len(np_train))]
+    pairs += [(np_test[i], dev_test[i]) for i in range(len(np_test))]
+    for (x, y), (dev_x, dev_y) in pairs:
+        assert keras.ops.is_tensor(dev_x)  # made where the backend keeps tensors
+        dev_x, dev_y = keras.ops.convert_to_numpy(dev_x), keras.ops.convert_to_numpy(dev_y)
+        assert dev_x.dtype == np.float32 and dev_y.dtype == np.int32
+        np.testing.assert_array_equal(dev_x, x)
+        np.testing.assert_array_equal(dev_y, y)
+
+
+def test_device_pad_crop_flip_draws_like_the_numpy_one(cifar10):
+    import keras
+
+    images = cifar10["x_train"][:64].astype(np.float32) / 255.0
+    on_device = pad_crop_flip_device(keras.ops.convert_to_tensor(images),
+                                     np.random.default_rng(7))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(on_device),
+                                  pad_crop_flip_numpy(images, np.random.default_rng(7)))
+
+
+def test_device_pipeline_trains_to_the_numpy_pipelines_metrics(tmp_path, mnist):
+    from kzero.io import read_csv
+    from kzero.train import train
+
+    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+                  activation="elu", seed=1, epochs=2, batch_size=128, learning_rate=1e-3,
+                  max_examples=1024, record_gradients=False, record_symmetry=False)
+    metrics = {}
+    for pipeline in ("numpy", "device"):
+        train({**config, "pipeline": pipeline}, str(tmp_path / pipeline), mnist, verbose=0)
+        metrics[pipeline] = read_csv(tmp_path / pipeline / "metrics.csv")
+    for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
+        np.testing.assert_allclose([float(r[column]) for r in metrics["device"]],
+                                   [float(r[column]) for r in metrics["numpy"]], rtol=1e-6)
 
 
 @pytest.mark.needs_tensorflow

@@ -169,6 +169,8 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
     (["--epochs=abc"], "--epochs=abc: invalid literal for int()"),
     (["--precision=float64"], "--precision=float64: not valid; choose from float32, mixed_bf"),
+    (["--jit_compile=yes"], "--jit_compile=yes: not valid; choose from auto, true, false"),
+    (["--pipeline=gpu"], "--pipeline=gpu: not valid; choose from auto, tf, numpy, device"),
     (["--sead=1"], "Unknown command line flag 'sead'"),
     (["--shard=2/2"], "--shard=2/2: must be i/n with 0 <= i < n"),
     (["--parallel_runs=0"], "--parallel_runs=0: must be at least 1"),
@@ -329,12 +331,31 @@ def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
     assert summary["status"] == "finished" and summary["final_test_accuracy"] > 0.6
 
 
+def test_jit_compile_either_way_trains_to_the_same_metrics(tmp_path, mnist):
+    # The setting that "auto" does not pick here: eager under jax, XLA under
+    # tensorflow on a CPU, torch.compile under torch.
+    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+                  activation="elu", seed=3, epochs=2, batch_size=128, learning_rate=1e-3,
+                  max_examples=1024, record_gradients=False, record_symmetry=False)
+    auto_model, _ = train(config, str(tmp_path / "auto"), mnist, verbose=0)
+    other = "false" if auto_model.jit_compile else "true"
+    other_model, _ = train({**config, "jit_compile": other}, str(tmp_path / other), mnist,
+                           verbose=0)
+    assert other_model.jit_compile == (other == "true")
+    rows = [read_csv(tmp_path / name / "metrics.csv") for name in ("auto", other)]
+    for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
+        np.testing.assert_allclose([float(r[column]) for r in rows[1]],
+                                   [float(r[column]) for r in rows[0]], rtol=1e-4, atol=1e-5)
+
+
 def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
     common = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--runs=3", "--epochs=2",
               "--max_examples=2048", "--norecord_gradients", "--norecord_symmetry",
               f"--data_dir={data_dir}"]
     run_cli(*common, f"--output_dir={tmp_path / 'alone'}")
-    run_cli(*common, "--parallel_runs=2", f"--output_dir={tmp_path / 'together'}")
+    # The device pipeline's batches are the numpy pipeline's: the results stay equal.
+    run_cli(*common, "--parallel_runs=2", "--pipeline=device",
+            f"--output_dir={tmp_path / 'together'}")
     for seed, group in ((0, [0, 1]), (1, [0, 1]), (2, [2])):
         alone, together = (tmp_path / where / "mnist_fnn" / "fnn_zero_normal_x1" / f"seed_{seed}"
                            for where in ("alone", "together"))
@@ -343,7 +364,8 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
         for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
             np.testing.assert_allclose([float(r[column]) for r in rows[1]],
                                        [float(r[column]) for r in rows[0]], rtol=1e-5)
-        assert read_json(together / "config.json")["parallel_group"] == group
+        config = read_json(together / "config.json")
+        assert config["parallel_group"] == group and config["input_pipeline"] == "device"
         summary = read_json(together / "summary.json")
         assert summary["status"] == "finished" and summary["parallel_runs"] == len(group)
         assert len(glob.glob(str(together / "events.out.tfevents.*"))) == 1
