@@ -107,3 +107,18 @@ def test_runs_of_the_kzero_01_numpy_pipeline_are_flagged(tmp_path):
     assert stats[("mnist_cnn", "cnn_lecun")]["replayed_order"] == [0]
     text = (tmp_path / "out" / "report.md").read_text()
     assert "seeds [0] saw the first epoch's example order in every epoch" in text
+
+
+def test_the_paper_code_resnet_takes_the_papers_value_and_the_full_init_points_to_it(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for variant, final in (("resnet50_zero_normal_x1", 0.80),
+                               ("resnet50_zero_normal_x1_paper_code", 0.86)):
+            make_run(runs, "cifar_resnet50", variant, seed, [0.5, final + 0.001 * seed],
+                     dataset="cifar10")
+    report([str(runs)], str(tmp_path / "out"))
+    lines = (tmp_path / "out" / "report.md").read_text().splitlines()
+    (paper_code,) = [line for line in lines if line.startswith("| resnet50_zero_normal_x1_pap")]
+    assert "| 0.86 | +0.0005 |" in paper_code
+    (full,) = [line for line in lines if line.startswith("| resnet50_zero_normal_x1 |")]
+    assert "| no |" in full and "compare the resnet50_zero_normal_x1_paper_code row" in full

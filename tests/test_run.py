@@ -46,7 +46,7 @@ def test_there_is_one_flagfile_per_paper_experiment():
     names = {os.path.basename(p)[:-len(".flags")] for p in FLAGFILES}
     assert names == {"mnist_logreg", "mnist_fnn", "mnist_fnn_scaled", "mnist_cnn",
                      "mnist_cnn_scaled", "mnist_zero", "cifar_logreg", "cifar_fnn",
-                     "cifar_cnn", "cifar_zero", "cifar_resnet50"}
+                     "cifar_cnn", "cifar_zero", "cifar_resnet50", "cifar_resnet50_paper_code"}
     for path in FLAGFILES:
         text = open(path).read()
         assert "--runs=5" in text and "--batch_size=128" in text
