@@ -180,10 +180,24 @@ def aggregate(runs):
         "setups": sorted({(run.config.get("backend"), run.config.get("accelerator", "?"),
                            run.config.get("host", "?"), run.config.get("command", "?"))
                           for run in runs}),
-        "wall_seconds": sum((run.summary or {}).get("wall_seconds") or 0 for run in runs),
+        "wall_seconds": _wall_seconds(runs),
         "replayed_order": sorted(run.config["seed"] for run in runs
                                  if run.replayed_first_epoch_order),
     }
+
+
+def _wall_seconds(runs):
+    """The runs' summed wall time, each `--parallel_runs` group once: its runs
+    trained together, and each summary holds the group's time."""
+    total, groups = 0.0, set()
+    for run in runs:
+        group = run.config.get("parallel_group")
+        if group:
+            if tuple(group) in groups:
+                continue
+            groups.add(tuple(group))
+        total += (run.summary or {}).get("wall_seconds") or 0
+    return total
 
 
 def _caveats(stats):
@@ -332,7 +346,8 @@ def write_report(stats_by_key, figures, path):
                          f"{inside} | {notes} |")
         wall = sum(s["wall_seconds"] for s in variants.values())
         setups = sorted({setup for s in variants.values() for setup in s["setups"]})
-        lines += ["", f"Summed run wall time: {wall / 60:.1f} min. Produced by:", ""]
+        lines += ["", f"Summed run wall time (a parallel group once): {wall / 60:.1f} min. "
+                  "Produced by:", ""]
         lines += [f"- `{command}` (backend {backend}, on {device}, host {host})"
                   for backend, device, host, command in setups]
         lines.append("")

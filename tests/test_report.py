@@ -19,12 +19,13 @@ def test_confidence_interval_by_hand():
 
 
 def make_run(root, experiment, variant, seed, accuracies, epochs=3, runs=3, losses=None,
-             finished=True, dataset="mnist", versions=None, accelerator="cpu"):
+             finished=True, dataset="mnist", versions=None, accelerator="cpu",
+             wall_seconds=3.0, parallel_group=None):
     workdir = os.path.join(root, experiment, variant, f"seed_{seed}")
     os.makedirs(workdir)
     write_json(os.path.join(workdir, "config.json"),
                dict(epochs=epochs, runs=runs, seed=seed, base_seed=0, dataset=dataset,
-                    backend="jax", accelerator=accelerator,
+                    backend="jax", accelerator=accelerator, parallel_group=parallel_group,
                     versions=versions or {"kzero": "0.2.0", "jax": "0.10.2"}))
     losses = losses or [1.0] * len(accuracies)
     write_csv(os.path.join(workdir, "metrics.csv"),
@@ -32,7 +33,7 @@ def make_run(root, experiment, variant, seed, accuracies, epochs=3, runs=3, loss
               [dict(epoch=i + 1, loss=loss, accuracy=a, test_loss=loss, test_accuracy=a,
                     seconds=1.0) for i, (a, loss) in enumerate(zip(accuracies, losses))])
     if finished:
-        write_json(os.path.join(workdir, "summary.json"), {"wall_seconds": 3.0})
+        write_json(os.path.join(workdir, "summary.json"), {"wall_seconds": wall_seconds})
     return workdir
 
 
@@ -122,3 +123,14 @@ def test_the_paper_code_resnet_takes_the_papers_value_and_the_full_init_points_t
     assert "| 0.86 | +0.0005 |" in paper_code
     (full,) = [line for line in lines if line.startswith("| resnet50_zero_normal_x1 |")]
     assert "| no |" in full and "compare the resnet50_zero_normal_x1_paper_code row" in full
+
+
+def test_a_parallel_groups_wall_time_counts_once(tmp_path):
+    for seed in (0, 1):  # trained together in 60 s: each summary says 60 s
+        make_run(tmp_path, "mnist_fnn", "fnn_lecun", seed, [0.9, 0.95, 0.97], wall_seconds=60.0,
+                 parallel_group=[0, 1])
+    make_run(tmp_path, "mnist_fnn", "fnn_lecun", 2, [0.9, 0.95, 0.97], wall_seconds=30.0)
+    stats = report([str(tmp_path)], str(tmp_path / "out"))
+    assert stats[("mnist_fnn", "fnn_lecun")]["wall_seconds"] == 90.0
+    assert "Summed run wall time (a parallel group once): 1.5 min" in (
+        tmp_path / "out" / "report.md").read_text()
