@@ -81,8 +81,9 @@ def test_distinct_units_and_dead_fraction_on_hand_made_layers():
     assert distinct_units(np.zeros((5, 7)), np.arange(7.0)) == 7
     outputs = np.stack([np.ones((4, 4)), np.arange(16.0).reshape(4, 4)], axis=-1)[None]
     assert dead_fraction(np.repeat(outputs, 3, axis=0)) == 0.5
-    # A backend tensor (a layer's output where it was computed), with a unit
-    # just above the tolerance: 1e-6 relative is judged in float64 on the host.
+    # A backend tensor (a layer's output where it was computed): one unit varies,
+    # one is constant, one varies by less than the 1e-6 relative tolerance, which
+    # is judged in float64 on the host.
     outputs = np.repeat(np.float32([[1000.0, 2.0, 5.0]]), 4, axis=0)
     outputs[0, 0] += 0.0625  # well above 1e-6 * 1001
     outputs[0, 2] += 4e-6  # below 1e-6 * 6
