@@ -365,9 +365,9 @@ def _device_batches(dataset, normalize):
     def make(images, labels, index, rng):
         rows = cols = None
         if rng is not None:
-            rows, cols = (ops.convert_to_tensor(i.astype(np.int32)) for i in
+            rows, cols = (i.astype(np.int32) for i in
                           _crop_indices(rng, len(index), *images.shape[1:3], CROP_PAD))
-        return gather(images, labels, ops.convert_to_tensor(index.astype(np.int32)), rows, cols)
+        return gather(images, labels, np.asarray(index, np.int32), rows, cols)
 
     return ops.convert_to_tensor, make
 

@@ -325,15 +325,19 @@ def _run_groups(runs, arrays, root, verbose):
     for (model, init, scale), seeds in variants.items():
         variant = variant_name(model, init, scale, FLAGS.init_scope)
         os.makedirs(os.path.join(root, variant), exist_ok=True)
-        todo = [seed for seed in seeds if not _skip_finished(
-            labels[variant, seed], os.path.join(root, variant, f"seed_{seed}"))]
+
+        def workdir_of(seed, variant=variant):
+            return os.path.join(root, variant, f"seed_{seed}")
+
+        todo = [seed for seed in seeds
+                if not _skip_finished(labels[variant, seed], workdir_of(seed))]
         for start in range(0, len(todo), FLAGS.parallel_runs):
             if STOP_REQUEST.is_set():
                 raise KeyboardInterrupt
             with contextlib.ExitStack() as locks:
                 group = []
                 for seed in todo[start:start + FLAGS.parallel_runs]:
-                    workdir = os.path.join(root, variant, f"seed_{seed}")
+                    workdir = workdir_of(seed)
                     if not locks.enter_context(_run_lock(workdir)):
                         print(f"{labels[variant, seed]}: being trained by another process, "
                               "skipped", flush=True)
@@ -342,7 +346,7 @@ def _run_groups(runs, arrays, root, verbose):
                         group.append(seed)
                 if not group:
                     continue
-                workdirs = [os.path.join(root, variant, f"seed_{seed}") for seed in group]
+                workdirs = [workdir_of(seed) for seed in group]
                 configs = []
                 for seed, workdir in zip(group, workdirs):
                     print(f"{labels[variant, seed]}: training (group of {len(group)})", flush=True)
