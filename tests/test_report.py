@@ -72,6 +72,9 @@ def test_report_on_partial_runs_says_what_is_missing(tmp_path):
     assert "missing seeds [1]" in text
     assert "seed 1 diverged at epoch 2" in text and "seeds [2] unfinished" in text
     assert "| fnn_lecun | 3/3 | 2/3 | 0.9750 ± " in text and "| 0.975 | +0.0000 | yes |" in text
+    assert ("- `cifar_resnet50`: `python -m kzero.run --flagfile=flags/cifar_resnet50.flags`"
+            in text.split("## Not run")[1])
+    assert "`mnist_fnn`:" not in text
     rows = read_csv(out / "results.csv")
     assert {(r["variant"], r["epoch"]) for r in rows} >= {("fnn_lecun", "3"),
                                                           ("logreg_lecun", "3")}

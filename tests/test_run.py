@@ -15,6 +15,7 @@ from absl.testing import flagsaver
 from kzero import run
 from kzero.callbacks import METRICS_COLUMNS
 from kzero.io import read_csv, read_json
+from kzero.report import PAPER
 from kzero.train import train
 
 from conftest import REPO
@@ -51,6 +52,10 @@ def test_there_is_one_flagfile_per_paper_experiment():
         text = open(path).read()
         assert "--runs=5" in text and "--batch_size=128" in text
         assert "--learning_rate=0.001" in text
+    # The report's "Not run" section sends each missing experiment to flags/<experiment>.flags.
+    for experiment in {e for e, _ in PAPER}:
+        text = open(os.path.join(REPO, "flags", experiment + ".flags")).read()
+        assert f"--experiment={experiment}\n" in text
 
 
 @pytest.mark.parametrize("name", [os.path.basename(p)[:-6] for p in FLAGFILES
