@@ -1,5 +1,44 @@
-"""kzero: zero weights + random biases, a Keras 3 multi-backend reproduction."""
+"""kzero: zero weights + random biases, a Keras 3 multi-backend reproduction
+of "Training neural network with zero weight initialization", and a toolkit
+to extend it.
 
-# 0.2.0: the NumPy input pipeline reshuffles every epoch (0.1.0 replayed the
-# first epoch's order under model.fit); kzero.report flags runs made before.
-__version__ = "0.2.0"
+    import kzero
+
+    model = kzero.build_model("mnist", "cnn", init="zero_normal", seed=0)
+    kzero.apply_scheme(my_keras_model, "zero_normal", bias_scale=1.0, seed=0)
+    model, summary = kzero.train(kzero.RunConfig(dataset="mnist", model="fnn",
+                                                 init="zero_normal", bias_scale=1.0),
+                                 "runs/mine")
+
+Importing kzero registers its serializable Keras classes (initializers and
+layers), so models it saved load with `keras.saving.load_model`.
+"""
+
+# 0.3.0: the toolkit (RunConfig, registries, kzero.grid); a finished run keeps
+# model.keras. 0.2.0: the NumPy input pipeline reshuffles every epoch (0.1.0
+# replayed the first epoch's order under model.fit); kzero.report flags runs
+# made before.
+__version__ = "0.3.0"
+
+import os  # noqa: E402
+
+# TensorFlow's C++ start-up lines, where it is imported at all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from kzero import initializers, layers  # noqa: E402,F401  registers the Keras classes
+from kzero.config import ConfigError, RunConfig  # noqa: E402
+from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # noqa: E402
+                            load_dataset, register_dataset)
+from kzero.initializers import (SCHEMES, FanInUniform, Scheme, apply_scheme,  # noqa: E402
+                                get_scheme, register_scheme)
+from kzero.layers import BatchNormalization  # noqa: E402
+from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
+                          build_model, register_model)
+from kzero.optimizers import OPTIMIZERS, register_optimizer  # noqa: E402
+from kzero.train import train  # noqa: E402
+
+__all__ = ["ACTIVATIONS", "BatchNormalization", "ConfigError", "DATASETS", "DataError",
+           "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec", "OPTIMIZERS",
+           "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model", "get_dataset",
+           "get_scheme", "initializers", "layers", "load_dataset", "register_dataset",
+           "register_model", "register_optimizer", "register_scheme", "train"]

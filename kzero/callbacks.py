@@ -2,6 +2,14 @@
 gradient distributions and layer awakening (`gradients.csv`), and unit
 symmetry (`symmetry.csv`), each also as TensorBoard scalars or histograms.
 
+Shaped like Keras' own `CSVLogger` and `TensorBoard`: each takes the file it
+writes and the log dir of its TensorBoard events, and opens and closes its
+own event writer. Callbacks given the same log dir share one event file
+there (TensorBoard reads one growing file per run directory best), opened at
+the first event and closed when the last of them closes. Each flushes at
+every epoch's end; `close()` (also called at the end of training) is what a
+caller uses when `fit` was interrupted.
+
 TensorBoard files are written with tensorboardX, which works under every
 Keras backend with or without TensorFlow installed (Keras' own TensorBoard
 callback needs TensorFlow).
@@ -16,40 +24,106 @@ import numpy as np
 
 from kzero.gradients import gradient_function
 from kzero.io import write_csv
+from kzero.records import METRICS_COLUMNS, is_diverged, read_rows
 
-__all__ = ["METRICS_COLUMNS", "Checkpointer", "EpochMetricsLogger", "GradientRecorder",
-           "StopOnRequest", "SymmetryMonitor",
-           "distinct_units", "dead_fraction", "gradient_statistics"]
-
-METRICS_COLUMNS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
+__all__ = ["Checkpointer", "EpochMetricsLogger", "GradientRecorder", "StopOnRequest",
+           "SymmetryMonitor", "distinct_units", "dead_fraction", "gradient_statistics"]
 
 # `model.fit` reports the test split (passed as validation data) under `val_*`.
 _FROM_KERAS = {"loss": "loss", "accuracy": "accuracy",
                "test_loss": "val_loss", "test_accuracy": "val_accuracy"}
 
 
-class EpochMetricsLogger(keras.callbacks.Callback):
-    """Writes one `metrics.csv` row and one set of TensorBoard scalars per epoch,
-    and stops training after an epoch whose loss is not finite.
+# log dir -> [tensorboardX writer, number of callbacks holding it]
+_WRITERS = {}
+
+
+class _EventLog:
+    """A callback's handle on the event file of `log_dir` (None: no events),
+    taken at the first event and given back by `close`."""
+
+    def __init__(self, log_dir):
+        self.log_dir = None if log_dir is None else os.path.abspath(log_dir)
+        self._writer = None
+
+    def _open(self):
+        if self._writer is None:
+            if self.log_dir not in _WRITERS:
+                from tensorboardX import SummaryWriter
+
+                _WRITERS[self.log_dir] = [SummaryWriter(self.log_dir, flush_secs=30), 0]
+            _WRITERS[self.log_dir][1] += 1
+            self._writer = _WRITERS[self.log_dir][0]
+        return self._writer
+
+    def scalar(self, tag, value, step):
+        if self.log_dir is not None:
+            self._open().add_scalar(tag, value, step)
+
+    def histogram(self, tag, values, step):
+        if self.log_dir is not None:
+            self._open().add_histogram(tag, values, step)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self):
+        if self._writer is None:
+            return
+        self._writer = None
+        entry = _WRITERS[self.log_dir]
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _WRITERS[self.log_dir]
+
+
+def _resumed_rows(filename, column, done):
+    """The rows of `filename` that a resumed run keeps: those whose `column`
+    (epoch or step) is at most `done`, the epochs or steps already done. A
+    fresh run (`done` 0) keeps none, whatever an earlier run left there."""
+    return read_rows(filename, lambda row: row[column] <= done) if done else []
+
+
+class _RecordingCallback(keras.callbacks.Callback):
+    """A callback that writes TensorBoard events through `self.events`."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.events = _EventLog(log_dir)
+
+    def close(self):
+        """Closes this callback's hold on its event file; safe to repeat."""
+        self.events.close()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+
+class EpochMetricsLogger(_RecordingCallback):
+    """Writes one `metrics.csv` row and one set of TensorBoard scalars
+    (`epoch/<column>`) per epoch, and stops training after an epoch at which
+    the run diverged (`kzero.records.is_diverged`).
 
     The whole CSV is rewritten atomically each epoch (it is a few hundred
     bytes), so a killed run leaves every finished epoch readable.
 
     Args:
-        workdir: the run's directory; the event file is written there too, so
-            `tensorboard --logdir runs` shows one run per seed directory.
-        writer: a `tensorboardX.SummaryWriter` for `workdir`, shared with other
-            callbacks of the run.
-        rows: the rows of the epochs already done, when a run resumes.
-        stop_on_nan: whether a non-finite loss stops training.
+        filename: the CSV file, e.g. `<workdir>/metrics.csv`.
+        log_dir: where its TensorBoard events go (None: no events). A run's
+            own directory, so that `tensorboard --logdir runs` shows one run
+            per seed directory.
+        initial_epoch: when a run resumes, the epochs already done: the
+            file's rows up to that epoch are kept, later ones redone.
+        stop_on_divergence: whether a diverged epoch stops training.
     """
 
-    def __init__(self, workdir, writer, rows=(), stop_on_nan=True):
-        super().__init__()
-        self.path = os.path.join(workdir, "metrics.csv")
-        self.writer = writer
-        self.rows = list(rows)
-        self.stop_on_nan = stop_on_nan
+    def __init__(self, filename, log_dir=None, initial_epoch=0, stop_on_divergence=True):
+        super().__init__(log_dir)
+        self.path = filename
+        self.rows = _resumed_rows(filename, "epoch", initial_epoch)
+        self.stop_on_divergence = stop_on_divergence
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -57,20 +131,20 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.stop_on_nan and not math.isfinite(logs.get("loss", math.nan)):
-            # Checked per epoch, not per batch like keras.callbacks.TerminateOnNaN:
-            # any batch-end callback makes Keras wait for every step to finish
-            # before dispatching the next one.
-            self.model.stop_training = True
         row = {"epoch": epoch + 1,
                "seconds": round(time.perf_counter() - self._epoch_start, 3)}
         for column, key in _FROM_KERAS.items():
             row[column] = float(logs.get(key, math.nan))
+        if self.stop_on_divergence and is_diverged(row["loss"], row["test_loss"]):
+            # Checked per epoch, not per batch like keras.callbacks.TerminateOnNaN:
+            # any batch-end callback makes Keras wait for every step to finish
+            # before dispatching the next one.
+            self.model.stop_training = True
         self.rows.append(row)
         write_csv(self.path, METRICS_COLUMNS, self.rows)
         for column in METRICS_COLUMNS[1:]:
-            self.writer.add_scalar(f"epoch/{column}", row[column], epoch + 1)
-        self.writer.flush()
+            self.events.scalar(f"epoch/{column}", row[column], epoch + 1)
+        self.events.flush()
 
 
 # The default schedule: every one of the first 5 steps (Figure 12), then
@@ -91,7 +165,7 @@ def gradient_statistics(values):
             "max": values.max(), "zero_fraction": float(np.mean(values == 0))}
 
 
-class GradientRecorder(keras.callbacks.Callback):
+class GradientRecorder(_RecordingCallback):
     """Records the distribution of every trainable variable's gradient.
 
     Before update step s (counted from 1) it computes the gradient of the
@@ -106,24 +180,23 @@ class GradientRecorder(keras.callbacks.Callback):
     at which its kernel gradient was non-zero (None until then).
 
     Args:
-        workdir: the run's directory.
-        writer: the run's `tensorboardX.SummaryWriter`.
+        filename: the CSV file, e.g. `<workdir>/gradients.csv`.
         probe: `(x, y)` numpy batch of training examples, preprocessed.
+        log_dir: where its TensorBoard histograms go (None: none).
         first_steps: record every one of the first `first_steps` steps.
         every: then record every `every` steps; 0 records no more.
-        rows, initial_step: when a run resumes, the rows recorded so far and
-            the number of update steps already done.
+        initial_step: when a run resumes, the update steps already done: the
+            file's rows up to that step are kept, later ones redone.
     """
 
-    def __init__(self, workdir, writer, probe, first_steps=DEFAULT_GRAD_FIRST_STEPS,
-                 every=DEFAULT_GRAD_EVERY, rows=(), initial_step=0):
-        super().__init__()
-        self.path = os.path.join(workdir, "gradients.csv")
-        self.writer = writer
+    def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
+                 every=DEFAULT_GRAD_EVERY, initial_step=0):
+        super().__init__(log_dir)
+        self.path = filename
         self.probe = probe
         self.first_steps = first_steps
         self.every = every
-        self.rows = list(rows)
+        self.rows = _resumed_rows(filename, "step", initial_step)
         self.awakening_step = {}
         self._step = initial_step
         self._gradients = None
@@ -157,10 +230,11 @@ class GradientRecorder(keras.callbacks.Callback):
             self._note_awakening(row)
             finite = grad[np.isfinite(grad)]
             if finite.size:  # a diverged run's NaNs stay in gradients.csv only
-                self.writer.add_histogram(f"gradients/{layer}/{param}", finite, self._step)
+                self.events.histogram(f"gradients/{layer}/{param}", finite, self._step)
 
     def on_epoch_end(self, epoch, logs=None):
         write_csv(self.path, GRADIENT_COLUMNS, self.rows)
+        self.events.flush()
 
 
 class StopOnRequest(keras.callbacks.Callback):
@@ -196,7 +270,8 @@ class Checkpointer(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
-        if not math.isfinite((logs or {}).get("loss", math.nan)):
+        logs = logs or {}
+        if is_diverged(logs.get("loss", math.nan), logs.get("val_loss", math.nan)):
             return  # nothing worth resuming from
         tmp = os.path.join(os.path.dirname(self.path), ".tmp-" + os.path.basename(self.path))
         self.model.save(tmp)
@@ -253,25 +328,25 @@ def dead_fraction(outputs, atol=1e-6):
     return float(np.mean(high - low <= atol * (1 + size)))
 
 
-class SymmetryMonitor(keras.callbacks.Callback):
+class SymmetryMonitor(_RecordingCallback):
     """Per conv and dense layer, before training and after every epoch: how
     many units are distinct (`distinct_units`), and the fraction whose output
     is constant over a probe batch (`dead_fraction`). Written to the run's
     `symmetry.csv` and as TensorBoard scalars `symmetry/<quantity>/<layer>`.
 
     Args:
-        workdir: the run's directory.
-        writer: the run's `tensorboardX.SummaryWriter`.
+        filename: the CSV file, e.g. `<workdir>/symmetry.csv`.
         probe_x: numpy batch of inputs for the dead-unit check.
-        rows: the rows of the epochs already done, when a run resumes.
+        log_dir: where its TensorBoard scalars go (None: none).
+        initial_epoch: when a run resumes, the epochs already done: the
+            file's rows up to that epoch are kept, later ones redone.
     """
 
-    def __init__(self, workdir, writer, probe_x, rows=()):
-        super().__init__()
-        self.path = os.path.join(workdir, "symmetry.csv")
-        self.writer = writer
+    def __init__(self, filename, probe_x, log_dir=None, initial_epoch=0):
+        super().__init__(log_dir)
+        self.path = filename
         self.probe_x = probe_x
-        self.rows = list(rows)
+        self.rows = _resumed_rows(filename, "epoch", initial_epoch)
 
     def on_train_begin(self, logs=None):
         model = self.model
@@ -296,5 +371,6 @@ class SymmetryMonitor(keras.callbacks.Callback):
                    "dead_fraction": dead_fraction(output)}
             self.rows.append(row)
             for quantity in ("distinct_units", "dead_fraction"):
-                self.writer.add_scalar(f"symmetry/{quantity}/{layer.name}", row[quantity], epoch)
+                self.events.scalar(f"symmetry/{quantity}/{layer.name}", row[quantity], epoch)
         write_csv(self.path, SYMMETRY_COLUMNS, self.rows)
+        self.events.flush()

@@ -5,6 +5,10 @@ layer of a model. Keras' own initializers express every distribution the paper
 uses except one: PyTorch's default bias init, U(-1/sqrt(fan_in), +1/sqrt(fan_in)),
 whose bounds depend on the *kernel's* fan-in, which a bias initializer cannot
 see. `FanInUniform` fills that gap.
+
+`apply_scheme` gives any built Keras model (Sequential, functional, nested) a
+scheme's initial weights; the paper's builders pass the scheme's initializers
+to each layer as they create it.
 """
 
 import math
@@ -12,7 +16,10 @@ import math
 import keras
 import numpy as np
 
-__all__ = ["FanInUniform", "Scheme", "SCHEMES", "get_scheme"]
+from kzero.registry import Registry
+
+__all__ = ["FanInUniform", "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme",
+           "register_scheme", "weighted_layers"]
 
 
 @keras.saving.register_keras_serializable(package="kzero")
@@ -43,8 +50,9 @@ class FanInUniform(keras.initializers.RandomUniform):
     """
 
     def __init__(self, fan_in, seed=None):
-        if fan_in <= 0:
-            raise ValueError(f"fan_in must be positive, got {fan_in}")
+        if fan_in is None or fan_in <= 0:
+            raise ValueError(f"FanInUniform needs the layer's fan_in, a positive number; "
+                             f"got {fan_in}")
         self.fan_in = int(fan_in)
         limit = 1.0 / math.sqrt(self.fan_in)
         super().__init__(minval=-limit, maxval=limit, seed=seed)
@@ -80,14 +88,16 @@ class Scheme:
         self._make = make
         self.uses_bias_scale = uses_bias_scale
 
-    def initializers(self, fan_in, bias_scale=1.0, rng=None):
+    def initializers(self, fan_in=None, bias_scale=1.0, rng=None):
         """Returns `(kernel_initializer, bias_initializer)` for one layer.
 
-        `rng` is a `numpy.random.Generator` owned by the model builder, so that
-        every layer gets its own seeds and the whole model is reproducible
-        from one base seed.
+        `fan_in` (the kernel's inputs per unit) is needed only by schemes whose
+        bounds depend on it, such as `lecun`. `rng` is a `numpy.random.Generator`
+        or an integer seed; a model builder passes one generator for all its
+        layers, so that every layer gets its own seeds and the whole model is
+        reproducible from one base seed.
         """
-        rng = rng if rng is not None else np.random.default_rng()
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         kernel_seed, bias_seed = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
         return self._make(fan_in, bias_scale, kernel_seed, bias_seed)
 
@@ -95,62 +105,113 @@ class Scheme:
         return f"Scheme({self.name!r})"
 
 
-SCHEMES = {
-    scheme.name: scheme
-    for scheme in [
-        Scheme(
-            "lecun",
-            "the paper's reference: PyTorch's default, kernel and bias "
-            "U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
-            lambda fan_in, scale, ks, bs: (
-                _pytorch_default_kernel(ks),
-                FanInUniform(fan_in, seed=bs),
-            ),
+SCHEMES = Registry("init scheme")
+
+
+def register_scheme(scheme, replace=False):
+    """Adds a `Scheme` to `SCHEMES` under its name (for `--inits` and
+    `build_model(init=...)`); returns it."""
+    return SCHEMES.register(scheme.name, scheme, replace=replace)
+
+
+for _scheme in [
+    Scheme(
+        "lecun",
+        "the paper's reference: PyTorch's default, kernel and bias "
+        "U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
+        lambda fan_in, scale, ks, bs: (
+            _pytorch_default_kernel(ks),
+            FanInUniform(fan_in, seed=bs),
         ),
-        Scheme(
-            "zero",
-            "all weights and biases zero (never breaks symmetry)",
-            lambda fan_in, scale, ks, bs: (
-                keras.initializers.Zeros(),
-                keras.initializers.Zeros(),
-            ),
+    ),
+    Scheme(
+        "zero",
+        "all weights and biases zero (never breaks symmetry)",
+        lambda fan_in, scale, ks, bs: (
+            keras.initializers.Zeros(),
+            keras.initializers.Zeros(),
         ),
-        Scheme(
-            "zero_normal",
-            "zero kernels, biases N(0, 1) * bias_scale",
-            lambda fan_in, scale, ks, bs: (
-                keras.initializers.Zeros(),
-                keras.initializers.RandomNormal(mean=0.0, stddev=scale, seed=bs),
-            ),
-            uses_bias_scale=True,
+    ),
+    Scheme(
+        "zero_normal",
+        "zero kernels, biases N(0, 1) * bias_scale",
+        lambda fan_in, scale, ks, bs: (
+            keras.initializers.Zeros(),
+            keras.initializers.RandomNormal(mean=0.0, stddev=scale, seed=bs),
         ),
-        Scheme(
-            "zero_uniform",
-            "zero kernels, biases U[0, 1) * bias_scale",
-            lambda fan_in, scale, ks, bs: (
-                keras.initializers.Zeros(),
-                keras.initializers.RandomUniform(minval=0.0, maxval=scale, seed=bs),
-            ),
-            uses_bias_scale=True,
+        uses_bias_scale=True,
+    ),
+    Scheme(
+        "zero_uniform",
+        "zero kernels, biases U[0, 1) * bias_scale",
+        lambda fan_in, scale, ks, bs: (
+            keras.initializers.Zeros(),
+            keras.initializers.RandomUniform(minval=0.0, maxval=scale, seed=bs),
         ),
-        Scheme(
-            "keras_default",
-            "Keras' default: glorot_uniform kernels, zero biases",
-            lambda fan_in, scale, ks, bs: (
-                keras.initializers.GlorotUniform(seed=ks),
-                keras.initializers.Zeros(),
-            ),
+        uses_bias_scale=True,
+    ),
+    Scheme(
+        "keras_default",
+        "Keras' default: glorot_uniform kernels, zero biases",
+        lambda fan_in, scale, ks, bs: (
+            keras.initializers.GlorotUniform(seed=ks),
+            keras.initializers.Zeros(),
         ),
-    ]
-}
+    ),
+]:
+    register_scheme(_scheme)
 
 
 def get_scheme(name):
-    """Returns the registered `Scheme` called `name`, or raises a `ValueError`
-    that lists the valid names."""
-    try:
-        return SCHEMES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown init scheme {name!r}; valid: {', '.join(SCHEMES)}"
-        ) from None
+    """Returns the registered `Scheme` called `name` (a `Scheme` is returned
+    as it is), or raises a `ValueError` that lists the valid names."""
+    return name if isinstance(name, Scheme) else SCHEMES.get(name)
+
+
+# Layers a scheme initializes, with a kernel whose last axis is the units and
+# whose other axes are each unit's inputs.
+_WEIGHTED = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def weighted_layers(model):
+    """The dense and convolution layers of `model`, nested models included,
+    in the order of `model.layers`."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, _WEIGHTED):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(weighted_layers(layer))
+    return found
+
+
+def fan_in_of(layer):
+    """Inputs per unit of a built dense or convolution layer: `in_features`,
+    or `in_channels * kernel size` (what PyTorch and Keras call fan-in)."""
+    return int(np.prod(layer.kernel.shape[:-1]))
+
+
+def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
+    """Gives every dense and convolution layer of a built Keras model the
+    initial weights of `scheme` (a name or a `Scheme`), each layer's fan-in
+    worked out from its kernel. Layers are visited in `model.layers` order and
+    seeded from one generator, so the result is a function of (model, scheme,
+    bias_scale, seed). The layers also keep the initializers, so a saved model
+    records them. Returns `model`.
+
+    >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
+    >>> model = apply_scheme(model, "zero_normal", bias_scale=1.0, seed=0)
+    """
+    scheme = get_scheme(scheme)
+    if not model.built:
+        raise ValueError("apply_scheme needs a built model: give it a keras.Input "
+                         "or call it on a batch first")
+    rng = np.random.default_rng(seed)
+    for layer in weighted_layers(model):
+        kernel_init, bias_init = scheme.initializers(fan_in_of(layer), bias_scale, rng)
+        layer.kernel_initializer = kernel_init
+        layer.kernel.assign(kernel_init(layer.kernel.shape, layer.kernel.dtype))
+        if getattr(layer, "bias", None) is not None:
+            layer.bias_initializer = bias_init
+            layer.bias.assign(bias_init(layer.bias.shape, layer.bias.dtype))
+    return model

@@ -1,44 +1,61 @@
 """The paper's architectures (Tables 1 and 2), built with a named init scheme.
 
-Every conv and dense layer, the ResNet's shortcut convs included, takes its
-kernel and bias initializers from the scheme, so an experiment changes only the
-scheme's name. Layer names are stable because they become TensorBoard tags and
-`gradients.csv` keys.
+Each model is a `ModelSpec` in `MODELS`: a builder that takes the input and
+the number of classes and creates its conv and dense layers through a
+`LayerFactory`, plus what the model needs of its input pipeline (the ResNet's
+normalisation and augmentation). Every conv and dense layer, the ResNet's
+shortcut convs included, takes its kernel and bias initializers from the
+scheme, so an experiment changes only the scheme's name. Layer names are
+stable because they become TensorBoard tags and `gradients.csv` keys.
+
+The paper has two sizes of each model, one for MNIST and one for CIFAR-10:
+grayscale inputs get the MNIST one, colour inputs the CIFAR-10 one
+(`paper_variant`), whatever the dataset is called.
 """
+
+import dataclasses
+from typing import Callable, Optional
 
 import keras
 import numpy as np
 
 from kzero.initializers import get_scheme
 from kzero.layers import BatchNormalization
+from kzero.registry import Registry
 
-__all__ = ["ACTIVATIONS", "MODELS", "INPUT_SHAPES", "NUM_CLASSES", "build_model"]
+__all__ = ["ACTIVATIONS", "INIT_SCOPES", "MODELS", "LayerFactory", "ModelSpec", "build_model",
+           "paper_variant", "register_model"]
 
-INPUT_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-NUM_CLASSES = 10
-
-ACTIVATIONS = {
-    name: getattr(keras.activations, name)
-    for name in ["elu", "relu", "leaky_relu", "selu", "sigmoid", "tanh"]
-}
+ACTIVATIONS = Registry("activation")
+for _name in ["elu", "relu", "leaky_relu", "selu", "sigmoid", "tanh"]:
+    ACTIVATIONS.register(_name, getattr(keras.activations, _name))
 
 # BatchNormalization with PyTorch's defaults (the paper's code): momentum 0.1
 # there is 0.9 here, and eps 1e-5. kzero's own layer: see kzero/layers.py.
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
-class _LayerFactory:
-    """Creates conv and dense layers with the scheme's initializers.
+class LayerFactory:
+    """Creates conv and dense layers with the scheme's initializers: what a
+    model builder gets to make its weighted layers with.
 
     One numpy generator seeded from the run's seed hands out a fresh pair of
     seeds per layer, in build order, so a model is a pure function of
     (architecture, scheme, bias_scale, seed).
+
+    Args:
+        scheme: a scheme name in `kzero.initializers.SCHEMES`, or a `Scheme`.
+        bias_scale: multiplies the random biases of the `zero_*` schemes.
+        activation: a name in `ACTIVATIONS`, for `dense`, `conv` and `act`.
+        seed: the model's seed.
+        initialized_layers: if given, only the layers of these names get
+            `scheme`; the others get the reference (`lecun`) init.
     """
 
     def __init__(self, scheme, bias_scale, activation, seed, initialized_layers=None):
         self.scheme = get_scheme(scheme)
         self.bias_scale = bias_scale
-        self.activation = ACTIVATIONS[activation]
+        self.activation = ACTIVATIONS.get(activation)
         self.rng = np.random.default_rng(seed)
         self.default_scheme = get_scheme("lecun")
         self.initialized_layers = initialized_layers
@@ -75,25 +92,31 @@ class _LayerFactory:
         return keras.layers.Activation(self.activation, name=name)(x)
 
 
-def _logreg(f, x, dataset):
+def paper_variant(input_shape):
+    """Which of the paper's two sizes of a model fits `input_shape`: "mnist"
+    for grayscale images, "cifar10" for colour ones."""
+    return "mnist" if input_shape[-1] == 1 else "cifar10"
+
+
+def _logreg(f, x, num_classes):
     x = keras.layers.Flatten(name="flatten")(x)
-    return f.dense(x, NUM_CLASSES, "logits", activate=False)
+    return f.dense(x, num_classes, "logits", activate=False)
 
 
-def _fnn(f, x, dataset):
-    hidden = {"mnist": [500], "cifar10": [512, 256, 128]}[dataset]
+def _fnn(f, x, num_classes):
+    hidden = {"mnist": [500], "cifar10": [512, 256, 128]}[paper_variant(x.shape)]
     x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(hidden, start=1):
         x = f.dense(x, units, f"dense{i}")
-    return f.dense(x, NUM_CLASSES, "logits", activate=False)
+    return f.dense(x, num_classes, "logits", activate=False)
 
 
-def _cnn(f, x, dataset):
-    if dataset == "mnist":
+def _cnn(f, x, num_classes):
+    if paper_variant(x.shape) == "mnist":
         x = f.conv(x, 16, 5, "conv1")
         x = f.conv(x, 32, 5, "conv2")
         x = keras.layers.Flatten(name="flatten")(x)
-        return f.dense(x, NUM_CLASSES, "logits", activate=False)
+        return f.dense(x, num_classes, "logits", activate=False)
     conv_index = 0
     for stage, filters in enumerate([(32, 64), (128, 128), (256, 256)], start=1):
         for width in filters:
@@ -104,7 +127,7 @@ def _cnn(f, x, dataset):
     x = keras.layers.Flatten(name="flatten")(x)
     x = f.dense(x, 1024, "dense1")
     x = f.dense(x, 512, "dense2")
-    return f.dense(x, NUM_CLASSES, "logits", activate=False)
+    return f.dense(x, num_classes, "logits", activate=False)
 
 
 def _bottleneck(f, x, planes, strides, name):
@@ -125,7 +148,7 @@ def _bottleneck(f, x, planes, strides, name):
     return f.act(out, f"{name}_out")
 
 
-def _resnet50(f, x, dataset):
+def _resnet50(f, x, num_classes):
     x = f.conv(x, 64, 3, "stem_conv", activate=False)
     x = BatchNormalization(name="stem_bn", **_BN)(x)
     x = f.act(x, "stem_act")
@@ -136,35 +159,72 @@ def _resnet50(f, x, dataset):
             x = _bottleneck(f, x, planes, strides if block == 0 else 1,
                             f"stage{stage}_block{block + 1}")
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    return f.dense(x, NUM_CLASSES, "logits", activate=False)
+    return f.dense(x, num_classes, "logits", activate=False)
 
 
-# name -> (builder, datasets it is defined for)
-MODELS = {
-    "logreg": (_logreg, ("mnist", "cifar10")),
-    "fnn": (_fnn, ("mnist", "cifar10")),
-    "cnn": (_cnn, ("mnist", "cifar10")),
-    "resnet50": (_resnet50, ("cifar10",)),
-}
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A model kzero can build by name.
+
+    Args:
+        name: registry name (`--model`).
+        build: `build(layers, inputs, num_classes)` returning the logits;
+            `layers` is the `LayerFactory` that makes its conv and dense
+            layers with the run's init scheme and activation.
+        description: one line for the help text.
+        normalize: the model wants per-channel normalised inputs.
+        augment: the model trains on pad-4 random crops and horizontal flips.
+        channels: the image channels it is defined for (None: any).
+    """
+
+    name: str
+    build: Callable
+    description: str = ""
+    normalize: bool = False
+    augment: bool = False
+    channels: Optional[int] = None
+
+    def unsupported(self, input_shape):
+        """Why this model cannot take `input_shape`, or None if it can."""
+        if self.channels is not None and input_shape[-1] != self.channels:
+            return f"it needs {self.channels}-channel images"
+        return None
+
+
+MODELS = Registry("model")
+
+
+def register_model(spec, replace=False):
+    """Adds a `ModelSpec` to `MODELS` (for `--model` and `build_model`);
+    returns it."""
+    return MODELS.register(spec.name, spec, replace=replace)
+
+
+register_model(ModelSpec("logreg", _logreg, "logistic regression, the paper's baseline"))
+register_model(ModelSpec("fnn", _fnn, "the paper's FNN: 500 units (MNIST), or 512-256-128"))
+register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)"))
+register_model(ModelSpec("resnet50", _resnet50, "bias-enabled ELU ResNet-50 (CIFAR-10)",
+                         normalize=True, augment=True, channels=3))
 
 # What the paper's public code actually zero-initialised in ResNet-50: its loop
 # tested the container instead of each sub-layer, so only these two were reached.
 PAPER_RESNET_INITIALIZED_LAYERS = ("stem_conv", "logits")
 
+# Which layers an init scheme reaches. "paper_code" reproduces the paper's public
+# ResNet-50 code; every other layer keeps the reference init.
+INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
 
-def check_choice(kind, value, valid):
-    if value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
-
-def build_model(dataset, model, init="lecun", bias_scale=1.0, activation="elu", seed=0,
-                initialized_layers=None):
-    """Builds one of the paper's models, uncompiled, with logits as output.
+def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activation="elu",
+                seed=0, initialized_layers=None, *, input_shape=None, num_classes=None):
+    """Builds a registered model, uncompiled, with logits as output.
 
     Args:
-        dataset: "mnist" or "cifar10"; fixes the input shape and the widths.
+        dataset: a dataset name (see `kzero.datasets.get_dataset`) or
+            `DatasetSpec`: fixes the input shape and the number of classes.
+            Or leave it out and give `input_shape` and `num_classes`.
         model: a name in `MODELS`.
-        init: a scheme name in `kzero.initializers.SCHEMES`.
+        init: a scheme name in `kzero.initializers.SCHEMES`, or a `Scheme`.
         bias_scale: multiplies the random biases of the `zero_*` schemes.
         activation: a name in `ACTIVATIONS`, applied after every conv and
             dense layer except the last.
@@ -172,17 +232,22 @@ def build_model(dataset, model, init="lecun", bias_scale=1.0, activation="elu", 
         initialized_layers: if given, only the layers with these names get
             `init`; the rest get the reference (`lecun`) init. `None` means
             every layer.
+        input_shape, num_classes: the input (with a channel axis) and the
+            number of classes, where no dataset is given.
     """
-    check_choice("dataset", dataset, INPUT_SHAPES)
-    check_choice("model", model, MODELS)
-    check_choice("activation", activation, ACTIVATIONS)
-    builder, datasets = MODELS[model]
-    if dataset not in datasets:
-        raise ValueError(
-            f"model {model!r} is not defined for dataset {dataset!r}; "
-            f"it is for: {', '.join(datasets)}"
-        )
-    factory = _LayerFactory(init, bias_scale, activation, seed, initialized_layers)
-    inputs = keras.Input(INPUT_SHAPES[dataset], name="images")
-    outputs = builder(factory, inputs, dataset)
-    return keras.Model(inputs, outputs, name=f"{dataset}_{model}")
+    from kzero.datasets import get_dataset
+
+    name = "custom"
+    if dataset is not None:
+        spec = get_dataset(dataset) if isinstance(dataset, str) else dataset
+        name, input_shape, num_classes = spec.name, spec.input_shape, spec.num_classes
+    elif input_shape is None or num_classes is None:
+        raise ValueError("build_model needs a dataset, or input_shape and num_classes")
+    model_spec = MODELS.get(model)
+    reason = model_spec.unsupported(input_shape)
+    if reason:
+        raise ValueError(f"model {model!r} is not defined for dataset {name!r}: {reason}")
+    factory = LayerFactory(init, bias_scale, activation, seed, initialized_layers)
+    inputs = keras.Input(tuple(input_shape), name="images")
+    outputs = model_spec.build(factory, inputs, num_classes)
+    return keras.Model(inputs, outputs, name=f"{name}_{model}")

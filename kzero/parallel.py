@@ -8,10 +8,14 @@ are exactly those of the replica alone; each also reads its own seed's data
 order. Every replica writes its own run directory (config, metrics.csv,
 summary.json, TensorBoard scalars) as if it had run alone.
 
-What a parallel group does not do: record gradients or symmetry (those are
+Each replica is made by the same functions as a single run
+(`kzero.train.build_run_model`, `compile_run_model`, `run_pipelines`), so a
+group honours every field of its configs that a single run does. What a
+parallel group does not do: record gradients or symmetry (those are
 per-model callbacks), or resume mid-way (an interrupted group starts again).
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -19,12 +23,19 @@ import time
 import keras
 
 from kzero.callbacks import EpochMetricsLogger, StopOnRequest
-from kzero.data import make_pipelines
+from kzero.config import RunConfig
+from kzero.datasets import get_dataset
 from kzero.io import write_json
-from kzero.models import INPUT_SHAPES, build_model
-from kzero.train import INIT_SCOPES, compile_model, diverged_epoch, run_summary
+from kzero.pipelines import resolve_pipeline
+from kzero.provenance import stamp
+from kzero.records import diverged_epoch, run_summary
+from kzero.train import build_run_model, compile_run_model, finish, run_pipelines
 
 __all__ = ["train_parallel"]
+
+# The fields in which the runs of one group may differ: the rest, what the
+# group trains, must be the same for all.
+_MAY_DIFFER = {"seed", "parallel_group", "command"}
 
 
 class _Zipped(keras.utils.PyDataset):
@@ -66,8 +77,9 @@ def _log_keys(output, only_output):
 class _ReplicaMetrics(EpochMetricsLogger):
     """One replica's `metrics.csv` row per epoch, from the group's logs."""
 
-    def __init__(self, workdir, writer, output, only_output):
-        super().__init__(workdir, writer, stop_on_nan=False)
+    def __init__(self, workdir, output, only_output):
+        super().__init__(os.path.join(workdir, "metrics.csv"), workdir,
+                         stop_on_divergence=False)
         self.find = _log_keys(output, only_output)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -83,62 +95,63 @@ class _ReplicaMetrics(EpochMetricsLogger):
         super().on_epoch_end(epoch, own)
 
 
-def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None):
-    """Trains the runs `configs` (one variant, different seeds) as one model,
-    writing each run's results to its entry of `workdirs`. Takes the configs
-    of `kzero.train.train`, less its recording options, and reads the batches
-    through their `input_pipeline`, "numpy" (the default) or "device". Returns
-    the runs' summaries, in order."""
-    from tensorboardX import SummaryWriter
+def _check_one_variant(configs):
+    first = dataclasses.asdict(configs[0])
+    for config in configs[1:]:
+        for name, value in dataclasses.asdict(config).items():
+            if name not in _MAY_DIFFER and value != first[name]:
+                raise ValueError(f"a parallel group trains one variant: its configs differ in "
+                                 f"{name} ({first[name]!r} and {value!r})")
 
-    first = configs[0]
+
+def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None):
+    """Trains the runs `configs` (`RunConfig`s of one variant, different seeds)
+    as one model, writing each run's results to its entry of `workdirs`, its
+    `config.json` included. Batches come through the configs' pipeline, with
+    NumPy's in place of tf.data (a group zips one pipeline per replica).
+    Returns the runs' summaries, in order."""
+    configs = [RunConfig.coerce(config) for config in configs]
+    _check_one_variant(configs)
+    pipeline = resolve_pipeline(configs[0].pipeline)
+    pipeline = "numpy" if pipeline == "tf" else pipeline
+    configs = [stamp(config, input_pipeline=pipeline) for config in configs]
     replicas = []
     for config in configs:
         # Distinct variable paths: under the torch backend, replicas with equal
         # paths trained wrongly (all but the last), as if sharing Adam state.
-        with keras.name_scope(f"seed_{config['seed']}"):
-            model = build_model(
-                config["dataset"], config["model"], init=config["init"],
-                bias_scale=config["bias_scale"] if config["bias_scale"] is not None else 1.0,
-                activation=config["activation"], seed=config["seed"],
-                initialized_layers=INIT_SCOPES[config.get("init_scope", "all")])
+        with keras.name_scope(f"seed_{config.seed}"):
+            model = build_run_model(config)
         # A name per replica: Keras needs unique names among the group's layers.
-        replicas.append(keras.Model(model.inputs, model.outputs, name=f"seed_{config['seed']}"))
-    inputs = [keras.Input(INPUT_SHAPES[first["dataset"]], name=f"images_seed_{c['seed']}")
-              for c in configs]
+        replicas.append(keras.Model(model.inputs, model.outputs, name=f"seed_{config.seed}"))
+    input_shape = get_dataset(configs[0].dataset).input_shape
+    inputs = [keras.Input(input_shape, name=f"images_seed_{c.seed}") for c in configs]
     group = keras.Model(inputs, [replica(x) for replica, x in zip(replicas, inputs)])
-    compile_model(group, first["learning_rate"], outputs=len(configs),
-                  jit_compile=first.get("jit_compile", "auto"))
+    compile_run_model(group, configs[0], outputs=len(configs))
 
-    is_resnet = first["model"] == "resnet50"
-    pipelines = [make_pipelines(arrays, c["dataset"], c["batch_size"], seed=c["seed"],
-                                epochs=c["epochs"], normalize=is_resnet, augment=is_resnet,
-                                max_examples=c.get("max_examples"),
-                                pipeline=c.get("input_pipeline", "numpy"))
-                 for c in configs]
+    pipelines = [run_pipelines(c, arrays, pipeline=pipeline) for c in configs]
     steps_per_epoch = pipelines[0][1]
     names = [x.name for x in inputs]
     train_data = _Zipped([train for train, _, _ in pipelines], names)
     test_data = _Zipped([test for _, _, test in pipelines], names)
 
-    writers, loggers = [], []
-    for replica, workdir in zip(replicas, workdirs):
+    loggers = []
+    for config, replica, workdir in zip(configs, replicas, workdirs):
         os.makedirs(workdir, exist_ok=True)
-        writers.append(SummaryWriter(workdir, flush_secs=30))
-        loggers.append(_ReplicaMetrics(workdir, writers[-1], replica.name, len(replicas) == 1))
+        write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1))
     callbacks = [*loggers] if stop_request is None else [StopOnRequest(stop_request), *loggers]
     start = time.perf_counter()
     try:
-        group.fit(train_data, validation_data=test_data, epochs=first["epochs"],
+        group.fit(train_data, validation_data=test_data, epochs=configs[0].epochs,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
                   shuffle=False)
     finally:
-        for writer in writers:
-            writer.close()
+        for logger in loggers:
+            logger.close()
     wall = time.perf_counter() - start
     summaries = []
-    for logger, workdir in zip(loggers, workdirs):
+    for config, logger, replica, workdir in zip(configs, loggers, replicas, workdirs):
         summary = {**run_summary(logger.rows, wall), "parallel_runs": len(configs)}
-        write_json(os.path.join(workdir, "summary.json"), summary)
+        finish(workdir, summary, keep_model=config.save_model, model=replica)
         summaries.append(summary)
     return summaries

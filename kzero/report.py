@@ -21,7 +21,9 @@ import sys
 
 import numpy as np
 
+from kzero.config import RunConfig
 from kzero.io import read_csv, read_json, write_atomic, write_csv
+from kzero.records import diverged_epoch, read_rows
 
 __all__ = ["PAPER", "aggregate", "collect", "confidence_interval", "main"]
 
@@ -81,8 +83,16 @@ DIFFERENCES = {
        for init in ("zero_normal", "zero_uniform")},
 }
 
-# The logistic baseline drawn into each figure, as in the paper.
-BASELINES = {"mnist": "mnist_logreg", "cifar10": "cifar_logreg"}
+
+def baseline_experiment(dataset):
+    """The experiment whose logistic regression is drawn into a dataset's
+    figures, as in the paper (its `DatasetSpec.baseline`), or None."""
+    from kzero.datasets import get_dataset
+
+    try:
+        return get_dataset(dataset).baseline
+    except ValueError:  # a dataset this process does not know
+        return None
 
 # Student t quantile t(0.975, df) for df = 1..30; beyond, the normal 1.96 is
 # within 2% of the truth.
@@ -104,22 +114,18 @@ def confidence_interval(values):
 
 
 class Run:
+    """One run directory as the report reads it: its `RunConfig` (names
+    registered by other programs let through), summary and metrics."""
+
     def __init__(self, workdir):
         self.workdir = workdir
-        self.config = read_json(os.path.join(workdir, "config.json"))
+        self.config = RunConfig.read(os.path.join(workdir, "config.json"), check_names=False)
         summary_path = os.path.join(workdir, "summary.json")
         self.summary = read_json(summary_path) if os.path.exists(summary_path) else None
-        metrics = os.path.join(workdir, "metrics.csv")
-        rows = read_csv(metrics) if os.path.exists(metrics) else []
-        self.accuracy = [float(r["test_accuracy"]) for r in rows]
-        self.loss = [float(r["loss"]) for r in rows]
-
-    @property
-    def diverged_epoch(self):
-        for epoch, (loss, accuracy) in enumerate(zip(self.loss, self.accuracy), start=1):
-            if not (math.isfinite(loss) and math.isfinite(accuracy)):
-                return epoch
-        return None
+        self.rows = [{**row, **{k: float(row[k]) for k in ("loss", "test_loss", "test_accuracy")}}
+                     for row in read_rows(os.path.join(workdir, "metrics.csv"))]
+        self.accuracy = [row["test_accuracy"] for row in self.rows]
+        self.diverged_epoch = diverged_epoch(self.rows)
 
     @property
     def replayed_first_epoch_order(self):
@@ -127,14 +133,13 @@ class Run:
         epoch the first epoch's order. 0.1 did not record which pipeline ran:
         `auto` chose NumPy where TensorFlow was missing, which for 0.1's runs
         meant the GPU machines (accelerator other than "cpu")."""
-        if "kzero" in self.config.get("versions", {}):
+        if "kzero" in (self.config.versions or {}):
             return False
-        return (self.config.get("pipeline") == "numpy"
-                or self.config.get("accelerator", "cpu") != "cpu")
+        return self.config.pipeline == "numpy" or (self.config.accelerator or "cpu") != "cpu"
 
     @property
     def finished(self):
-        return self.summary is not None and len(self.accuracy) == self.config["epochs"]
+        return self.summary is not None and len(self.accuracy) == self.config.epochs
 
 
 def collect(directories):
@@ -153,7 +158,7 @@ def collect(directories):
 def aggregate(runs):
     """Per epoch: mean and CI over the runs that have not diverged by then,
     plus what is missing or diverged."""
-    planned_epochs = max(run.config["epochs"] for run in runs)
+    planned_epochs = max(run.config.epochs for run in runs)
     healthy = [run for run in runs if run.diverged_epoch is None]
     rows = []
     for epoch in range(1, planned_epochs + 1):
@@ -163,25 +168,26 @@ def aggregate(runs):
         mean, half = confidence_interval(values)
         rows.append({"epoch": epoch, "n": len(values), "mean": mean,
                      "ci_low": mean - half, "ci_high": mean + half})
-    seeds = {run.config["seed"] for run in runs}
-    planned_runs = runs[0].config["runs"]
-    base_seed = runs[0].config.get("base_seed", min(seeds))
+    seeds = {run.config.seed for run in runs}
+    planned_runs = runs[0].config.runs
+    base_seed = runs[0].config.base_seed
+    base_seed = min(seeds) if base_seed is None else base_seed
     expected = set(range(base_seed, base_seed + planned_runs))
     return {
         "rows": rows,
         "planned_epochs": planned_epochs,
         "planned_runs": planned_runs,
         "missing_seeds": sorted(expected - seeds),
-        "diverged": {run.config["seed"]: run.diverged_epoch for run in runs
+        "diverged": {run.config.seed: run.diverged_epoch for run in runs
                      if run.diverged_epoch is not None},
-        "unfinished": sorted(run.config["seed"] for run in runs
+        "unfinished": sorted(run.config.seed for run in runs
                              if not run.finished and run.diverged_epoch is None),
-        "dataset": runs[0].config["dataset"],
-        "setups": sorted({(run.config.get("backend"), run.config.get("accelerator", "?"),
-                           run.config.get("host", "?"), run.config.get("command", "?"))
-                          for run in runs}),
+        "dataset": runs[0].config.dataset,
+        "setups": sorted({(run.config.backend, run.config.accelerator or "?",
+                           run.config.host or "?", run.config.command or "?")
+                          for run in runs}, key=lambda setup: tuple(map(str, setup))),
         "wall_seconds": _wall_seconds(runs),
-        "replayed_order": sorted(run.config["seed"] for run in runs
+        "replayed_order": sorted(run.config.seed for run in runs
                                  if run.replayed_first_epoch_order),
     }
 
@@ -191,7 +197,7 @@ def _wall_seconds(runs):
     trained together, and each summary holds the group's time."""
     total, groups = 0.0, set()
     for run in runs:
-        group = run.config.get("parallel_group")
+        group = run.config.parallel_group
         if group:
             if tuple(group) in groups:
                 continue
@@ -226,6 +232,9 @@ def write_results(stats_by_key, path):
 
 
 def plot_experiment(experiment, stats_by_key, path):
+    """Test accuracy against epoch for each variant of `experiment`, its
+    confidence band, and the dataset's logistic baseline dashed. Returns what
+    was drawn: {label: {"epochs", "mean", "ci_low", "ci_high", "dashed"}}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,14 +242,14 @@ def plot_experiment(experiment, stats_by_key, path):
 
     variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}
     dataset = next(iter(variants.values()))["dataset"]
-    baseline = BASELINES.get(dataset)
+    baseline = baseline_experiment(dataset)
     if baseline and baseline != experiment:
         last_epoch = max(s["planned_epochs"] for s in variants.values())
         variants.update({f"baseline: {v}": {**s, "rows": s["rows"][:last_epoch],
                                             "planned_epochs": min(s["planned_epochs"], last_epoch)}
                          for (e, v), s in stats_by_key.items() if e == baseline})
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    partial = False
+    partial, drawn = False, {}
     for variant, stats in sorted(variants.items()):
         if not stats["rows"]:
             continue
@@ -254,6 +263,10 @@ def plot_experiment(experiment, stats_by_key, path):
                         markersize=3, label=label)
         ax.fill_between(epochs, [r["ci_low"] for r in stats["rows"]],
                         [r["ci_high"] for r in stats["rows"]], color=line.get_color(), alpha=0.2)
+        drawn[label] = {"epochs": list(line.get_xdata()), "mean": list(line.get_ydata()),
+                        "ci_low": [r["ci_low"] for r in stats["rows"]],
+                        "ci_high": [r["ci_high"] for r in stats["rows"]],
+                        "dashed": line.get_linestyle() == "--"}
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.set_title(experiment + (" (partial: see * in report.md)" if partial else ""))
@@ -262,12 +275,15 @@ def plot_experiment(experiment, stats_by_key, path):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return drawn
 
 
 def plot_figure12(runs_by_key, path, steps=5):
     """Box plots of each layer's kernel gradient at update steps 1..steps,
     reference init beside zero_normal, from the first seed of a CIFAR FNN
-    experiment (drawn from the recorded quartiles, min and max)."""
+    experiment (drawn from the recorded quartiles, min and max). Returns what
+    was drawn, {(variant, step): {layer: (min, q25, median, q75, max)}}, or
+    None where no such runs exist."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,15 +292,16 @@ def plot_figure12(runs_by_key, path, steps=5):
     panels = []
     for variant in ("fnn_lecun", "fnn_zero_normal_x1"):
         runs = sorted(runs_by_key.get(("cifar_fnn", variant), []),
-                      key=lambda run: run.config["seed"])
+                      key=lambda run: run.config.seed)
         path_csv = runs and os.path.join(runs[0].workdir, "gradients.csv")
         if path_csv and os.path.exists(path_csv):
             panels.append((variant, [r for r in read_csv(path_csv)
                                      if r["param"] == "kernel" and int(r["step"]) <= steps]))
     if not panels:
-        return False
+        return None
     fig, axes = plt.subplots(len(panels), steps, figsize=(3 * steps, 3.2 * len(panels)),
                              dpi=100, squeeze=False)
+    drawn = {}
     for row_axes, (variant, rows) in zip(axes, panels):
         layers = list(dict.fromkeys(r["layer"] for r in rows))
         for step, ax in enumerate(row_axes, start=1):
@@ -295,13 +312,15 @@ def plot_figure12(runs_by_key, path, steps=5):
                      if r["layer"] == layer and int(r["step"]) == step]
             if boxes:
                 ax.bxp(boxes, showfliers=False)
+                drawn[variant, step] = {box["label"]: tuple(box[k] for k in (
+                    "whislo", "q1", "med", "q3", "whishi")) for box in boxes}
             ax.set_title(f"{variant}, step {step}", fontsize=8)
             ax.tick_params(labelsize=6)
     fig.suptitle("Kernel gradients over the first update steps (CIFAR-10 FNN)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return True
+    return drawn
 
 
 def write_report(stats_by_key, figures, path):
@@ -363,22 +382,19 @@ def write_report(stats_by_key, figures, path):
 
 
 def main(argv=None):
-    from absl import app, flags
+    import argparse
 
-    flags.DEFINE_string("out", None, "Where to write the report; default the first runs dir.")
-
-    def run(args):
-        directories = args[1:]
-        if not directories:
-            print("kzero.report: error: give one or more runs directories", file=sys.stderr)
-            sys.exit(2)
-        missing = [d for d in directories if not os.path.isdir(d)]
-        if missing:
-            print(f"kzero.report: error: no such directory: {missing[0]}", file=sys.stderr)
-            sys.exit(2)
-        report(directories, flags.FLAGS.out or directories[0])
-
-    app.run(run, argv=argv)
+    parser = argparse.ArgumentParser(prog="python -m kzero.report",
+                                     description="Aggregates runs into the paper's figures "
+                                     "and a table against its numbers.")
+    parser.add_argument("directories", nargs="+", help="runs directories (shards merge)")
+    parser.add_argument("--out", help="where to write the report; default the first directory")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.directories if not os.path.isdir(d)]
+    if missing:
+        print(f"kzero.report: error: no such directory: {missing[0]}", file=sys.stderr)
+        sys.exit(2)
+    report(args.directories, args.out or args.directories[0])
 
 
 def report(directories, out):

@@ -1,51 +1,61 @@
 """Training one run: build, compile, fit with the test split evaluated after
 every epoch (the paper's metric), and record the results in the run's workdir.
-A run killed mid-way resumes from its last finished epoch."""
+A run killed mid-way resumes from its last finished epoch.
 
-import math
+The pieces of a run (its model, optimizer, input pipelines and probe batch)
+are made by the functions here from a `RunConfig` alone, and parallel groups
+(`kzero.parallel`) make their replicas with the same functions, so a group
+honours every field that a single run does.
+"""
+
 import os
 import time
 
 import keras
 
-from kzero.callbacks import (DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS, Checkpointer,
-                             EpochMetricsLogger, GradientRecorder, StopOnRequest,
+from kzero.callbacks import (Checkpointer, EpochMetricsLogger, GradientRecorder, StopOnRequest,
                              SymmetryMonitor)
-from kzero.data import count_steps, make_pipelines, probe_batch
-from kzero.io import read_csv, write_json
-from kzero.models import PAPER_RESNET_INITIALIZED_LAYERS, build_model
+from kzero.config import JIT_COMPILE, RunConfig
+from kzero.datasets import get_dataset, load_dataset
+from kzero.io import write_json
+from kzero.models import INIT_SCOPES, MODELS, build_model
+from kzero.optimizers import make_optimizer
+from kzero.pipelines import count_steps, make_pipelines, probe_batch, resolve_pipeline
+from kzero.provenance import stamp
+from kzero.records import run_summary
 
-__all__ = ["CHECKPOINT", "INIT_SCOPES", "JIT_COMPILE", "PRECISIONS", "compile_model",
-           "diverged_epoch", "run_summary", "train"]
-
-# Which layers an init scheme reaches. "paper_code" reproduces the paper's public
-# ResNet-50 code, whose zero init only reached the stem conv and the last dense
-# layer; every other layer keeps the reference init.
-INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
-
-# Keras' jit_compile: "auto" is XLA under jax (and under tensorflow on an
-# accelerator), eager under torch; "true" under torch is torch.compile, which
-# on a 2-core CPU cut the MNIST FNN's steady epoch from 1.9-2.6 s to 1.1-1.3 s
-# but took 14-34 s to compile, so it pays only on long runs (scripts/bench.py
-# --jit_compile).
-JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
-
-# Keras dtype policies: mixed ones compute in 16 bits with float32 variables;
-# compile() adds loss scaling for mixed_float16.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+__all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "run_pipelines",
+           "train"]
 
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
 SYMMETRY_PROBE_SIZE = 32
 
-# The latest finished epoch's model and optimizer state; removed when the run ends.
+# The latest finished epoch's model and optimizer state, while the run trains.
 CHECKPOINT = "checkpoint.keras"
+# The trained model of a finished run (`save_model`).
+MODEL_FILE = "model.keras"
 
 
-def compile_model(model, learning_rate, outputs=1, jit_compile="auto"):
-    """Adam with PyTorch's defaults (the paper's code): eps 1e-8, not Keras'
-    1e-7; cross-entropy on logits and accuracy, for each of `outputs` outputs
-    (their losses are summed). `jit_compile` is a key of `JIT_COMPILE`."""
+def build_run_model(config):
+    """The run's model, uncompiled, under the run's dtype policy. The policy is
+    global in Keras, so it is set for the build only; each layer keeps its own,
+    which a saved model records."""
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        return build_model(
+            config.dataset, config.model, init=config.init,
+            bias_scale=config.bias_scale if config.bias_scale is not None else 1.0,
+            activation=config.activation, seed=config.seed,
+            initialized_layers=INIT_SCOPES[config.init_scope])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def compile_run_model(model, config, outputs=1):
+    """Compiles with the run's optimizer, cross-entropy on logits and accuracy
+    for each of `outputs` outputs (a group's losses are summed)."""
     def loss():
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -53,74 +63,51 @@ def compile_model(model, learning_rate, outputs=1, jit_compile="auto"):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8),
+        optimizer=make_optimizer(config.optimizer, config.learning_rate, config.weight_decay),
         loss=loss() if outputs == 1 else [loss() for _ in range(outputs)],
         metrics=metrics() if outputs == 1 else [metrics() for _ in range(outputs)],
-        jit_compile=JIT_COMPILE[jit_compile],
+        jit_compile=JIT_COMPILE[config.jit_compile],
     )
     return model
 
 
-def _number(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def input_normalization(config, arrays):
+    """What the model asks of its inputs: per-channel normalisation or none."""
+    if not MODELS.get(config.model).normalize:
+        return None
+    return get_dataset(config.dataset).normalization(arrays)
 
 
-def _rows(workdir, name, keep):
-    path = os.path.join(workdir, name)
-    if not os.path.exists(path):
-        return []
-    rows = [{k: _number(v) for k, v in row.items()} for row in read_csv(path)]
-    return [row for row in rows if keep(row)]
+def run_pipelines(config, arrays, initial_epoch=0, pipeline=None):
+    """`(train, steps_per_epoch, test)` for the run, as the model asks for
+    them (normalisation, augmentation), through `pipeline` (default: the
+    config's)."""
+    return make_pipelines(
+        arrays, config.batch_size, seed=config.seed, epochs=config.epochs,
+        initial_epoch=initial_epoch, normalization=input_normalization(config, arrays),
+        augment=MODELS.get(config.model).augment, max_examples=config.max_examples,
+        pipeline=pipeline or config.pipeline)
 
 
-def diverged_epoch(rows):
-    """The first `metrics.csv` row's epoch with a non-finite loss, or None."""
-    for row in rows:
-        if not (math.isfinite(row["loss"]) and math.isfinite(row["test_loss"])):
-            return row["epoch"]
-    return None
+def run_probe(config, arrays):
+    """The fixed batch the diagnostics look at: the first `batch_size`
+    training examples, preprocessed as the model sees them, unaugmented."""
+    return probe_batch(arrays, config.batch_size, input_normalization(config, arrays))
 
 
-def run_summary(rows, wall_seconds, resumed_from_epoch=None):
-    """What `summary.json` says of a run whose `metrics.csv` holds `rows`."""
-    last = rows[-1] if rows else {}
-    diverged = diverged_epoch(rows)
-    return {
-        "status": "diverged" if diverged is not None or not rows else "finished",
-        "diverged_epoch": diverged,
-        "epochs_completed": len(rows),
-        "resumed_from_epoch": resumed_from_epoch,
-        "final_test_accuracy": last.get("test_accuracy"),
-        "final_test_loss": last.get("test_loss"),
-        "wall_seconds": round(wall_seconds, 3),
-    }
-
-
-def train(config, workdir, arrays, verbose="auto", stop_request=None):
-    """Trains one run described by `config` and writes its results to `workdir`.
+def train(config, workdir, arrays=None, verbose="auto", stop_request=None):
+    """Trains one run and writes its results to `workdir`.
 
     If `workdir` holds a checkpoint of an unfinished run, training resumes
     after its last finished epoch, and ends as the uninterrupted run would have.
 
     Args:
-        config: dict with at least `dataset`, `model`, `init`, `bias_scale`,
-            `activation`, `seed`, `epochs`, `batch_size`, `learning_rate`;
-            optional `max_examples` (first N examples of each split),
-            `pipeline` (see `kzero.data.make_pipelines`),
-            `init_scope` (a key of `INIT_SCOPES`), `record_gradients`,
-            `grad_first_steps`, `grad_every` (see `GradientRecorder`) and
-            `record_symmetry` (see `SymmetryMonitor`), `distribution` ("none" or
-            "data_parallel": batches split over all local devices, jax only),
-            `precision` (one of `PRECISIONS`), `jit_compile` (a key of
-            `JIT_COMPILE`).
-        workdir: the run's directory; receives `metrics.csv`, `summary.json`,
-            `gradients.csv`, `symmetry.csv` and the TensorBoard event file.
-        arrays: the dataset as returned by `kzero.data.load_arrays`.
+        config: a `RunConfig` (or a dict of its fields).
+        workdir: the run's directory; receives `config.json`, `metrics.csv`,
+            `summary.json`, `gradients.csv`, `symmetry.csv`, the TensorBoard
+            event file and, once finished, `model.keras`.
+        arrays: the dataset as `kzero.datasets.load_dataset` returns it;
+            loaded from `config.dataset` and `config.data_dir` if not given.
         verbose: passed to `model.fit`.
         stop_request: a `threading.Event`; once set, training stops at the
             next batch with `KeyboardInterrupt`, leaving the last finished
@@ -130,7 +117,10 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
         `(model, summary)`: the trained model and the dict written to
         `summary.json`.
     """
-    if config.get("distribution", "none") == "data_parallel":
+    config = RunConfig.coerce(config)
+    if arrays is None:
+        arrays = load_dataset(config.dataset, config.data_dir)
+    if config.distribution == "data_parallel":
         # Variables replicated, each batch split over the local devices; the
         # callbacks and checkpoints see ordinary (replicated) variables.
         with keras.distribution.DataParallel().scope():
@@ -139,79 +129,72 @@ def train(config, workdir, arrays, verbose="auto", stop_request=None):
 
 
 def _train(config, workdir, arrays, verbose, stop_request):
-    from tensorboardX import SummaryWriter
-
     os.makedirs(workdir, exist_ok=True)
-    is_resnet = config["model"] == "resnet50"
+    config = stamp(config, input_pipeline=resolve_pipeline(config.pipeline))
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
     checkpoint = os.path.join(workdir, CHECKPOINT)
-    steps_per_epoch = count_steps(arrays, config["batch_size"], config.get("max_examples"))
+    steps_per_epoch = count_steps(arrays, config.batch_size, config.max_examples)
     if os.path.exists(checkpoint):
         model = keras.saving.load_model(checkpoint)
         # The optimizer's step count says which epochs the checkpoint holds;
         # rows written after it (a kill between the two) are redone.
         initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
     else:
-        # The policy is global in Keras: set for the build only. Each layer
-        # keeps its own, which the checkpoint records.
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(config.get("precision", "float32"))
-        try:
-            model = build_model(
-                config["dataset"], config["model"], init=config["init"],
-                bias_scale=config["bias_scale"] if config["bias_scale"] is not None else 1.0,
-                activation=config["activation"], seed=config["seed"],
-                initialized_layers=INIT_SCOPES[config.get("init_scope", "all")],
-            )
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
-        compile_model(model, config["learning_rate"],
-                      jit_compile=config.get("jit_compile", "auto"))
+        model = compile_run_model(build_run_model(config), config)
         initial_epoch = 0
-    train_data, _, test_data = make_pipelines(
-        arrays, config["dataset"], config["batch_size"], seed=config["seed"],
-        epochs=config["epochs"], initial_epoch=initial_epoch, normalize=is_resnet,
-        augment=is_resnet, max_examples=config.get("max_examples"),
-        pipeline=config.get("pipeline", "auto"),
-    )
-    initial_step = initial_epoch * steps_per_epoch
+    train_data, _, test_data = run_pipelines(config, arrays, initial_epoch)
 
-    writer = SummaryWriter(workdir, flush_secs=30)
-    metrics_logger = EpochMetricsLogger(
-        workdir, writer, _rows(workdir, "metrics.csv", lambda r: r["epoch"] <= initial_epoch))
+    def path(name):
+        return os.path.join(workdir, name)
+
+    metrics_logger = EpochMetricsLogger(path("metrics.csv"), workdir, initial_epoch)
     callbacks = [metrics_logger]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     gradient_recorder = None
-    if config.get("record_gradients", True) or config.get("record_symmetry", True):
-        probe = probe_batch(arrays, config["dataset"], config["batch_size"], normalize=is_resnet)
-    if config.get("record_gradients", True):
+    if config.record_gradients or config.record_symmetry:
+        probe = run_probe(config, arrays)
+    if config.record_gradients:
         gradient_recorder = GradientRecorder(
-            workdir, writer, probe,
-            first_steps=config.get("grad_first_steps", DEFAULT_GRAD_FIRST_STEPS),
-            every=config.get("grad_every", DEFAULT_GRAD_EVERY),
-            rows=_rows(workdir, "gradients.csv", lambda r: r["step"] <= initial_step),
-            initial_step=initial_step)
+            path("gradients.csv"), probe, workdir, first_steps=config.grad_first_steps,
+            every=config.grad_every, initial_step=initial_epoch * steps_per_epoch)
         callbacks.append(gradient_recorder)
-    if config.get("record_symmetry", True):
-        callbacks.append(SymmetryMonitor(
-            workdir, writer, probe[0][:SYMMETRY_PROBE_SIZE],
-            rows=_rows(workdir, "symmetry.csv", lambda r: r["epoch"] <= initial_epoch)))
+    if config.record_symmetry:
+        callbacks.append(SymmetryMonitor(path("symmetry.csv"), probe[0][:SYMMETRY_PROBE_SIZE],
+                                         workdir, initial_epoch))
     callbacks.append(Checkpointer(checkpoint))
     start = time.perf_counter()
     try:
         model.fit(
-            train_data, validation_data=test_data, epochs=config["epochs"],
+            train_data, validation_data=test_data, epochs=config.epochs,
             initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
             callbacks=callbacks, verbose=verbose,
             shuffle=False,  # the pipeline shuffles, per epoch and seeded
         )
     finally:
-        writer.close()
+        for callback in callbacks:
+            if hasattr(callback, "close"):
+                callback.close()
     summary = run_summary(metrics_logger.rows, time.perf_counter() - start,
                           resumed_from_epoch=initial_epoch or None)
     if gradient_recorder is not None:
         summary["awakening_step"] = gradient_recorder.awakening_step
+    finish(workdir, summary, keep_model=config.save_model)
+    return model, summary
+
+
+def finish(workdir, summary, keep_model, model=None):
+    """Ends a run's directory: `summary.json` written, and the last epoch's
+    checkpoint kept as `model.keras` if the run finished and `keep_model`
+    (else removed). A `model` given is saved instead of the checkpoint."""
     write_json(os.path.join(workdir, "summary.json"), summary)
+    checkpoint, kept = (os.path.join(workdir, name) for name in (CHECKPOINT, MODEL_FILE))
+    if keep_model and summary["status"] == "finished":
+        if model is not None:
+            tmp = os.path.join(workdir, ".tmp-" + MODEL_FILE)
+            model.save(tmp)
+            os.replace(tmp, kept)
+        elif os.path.exists(checkpoint):
+            os.replace(checkpoint, kept)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
-    return model, summary

@@ -55,29 +55,39 @@ FLAGS = flags.FLAGS
 LEARNING_RATE = 1e-3
 
 
+def bench_config(**extra):
+    """The RunConfig that kzero's side of the benchmark trains."""
+    from kzero.config import RunConfig
+
+    settings = dict(dataset=FLAGS.dataset, model=FLAGS.model, init=FLAGS.init, bias_scale=1.0,
+                    activation="elu", seed=0, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+                    learning_rate=LEARNING_RATE, max_examples=FLAGS.max_examples,
+                    precision=FLAGS.precision, pipeline=FLAGS.pipeline,
+                    jit_compile=FLAGS.jit_compile, save_model=False)
+    return RunConfig(**{**settings, **extra})
+
+
 def kzero_epoch_times(arrays, workdir, **extra):
     from kzero.io import read_csv
     from kzero.train import train
 
-    config = dict(dataset=FLAGS.dataset, model=FLAGS.model, init=FLAGS.init, bias_scale=1.0,
-                  activation="elu", seed=0, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                  learning_rate=LEARNING_RATE, max_examples=FLAGS.max_examples,
-                  precision=FLAGS.precision, pipeline=FLAGS.pipeline,
-                  jit_compile=FLAGS.jit_compile, **extra)
-    _, summary = train(config, workdir, arrays, verbose=0)
+    _, summary = train(bench_config(**extra), workdir, arrays, verbose=0)
     rows = read_csv(os.path.join(workdir, "metrics.csv"))
     return [float(row["seconds"]) for row in rows], summary["final_test_accuracy"]
 
 
 def in_memory_splits(arrays):
-    from kzero.data import probe_batch
+    """Both splits, preprocessed as kzero's run would (the model's
+    normalisation), held in memory."""
+    from kzero.pipelines import probe_batch
+    from kzero.train import input_normalization
 
-    normalize = FLAGS.model == "resnet50"
+    normalization = input_normalization(bench_config(), arrays)
     n = FLAGS.max_examples
     train = probe_batch({"x_train": arrays["x_train"][:n], "y_train": arrays["y_train"][:n]},
-                        FLAGS.dataset, None, normalize)
+                        None, normalization)
     test = probe_batch({"x_train": arrays["x_test"][:n], "y_train": arrays["y_test"][:n]},
-                       FLAGS.dataset, None, normalize)
+                       None, normalization)
     return train, test
 
 
@@ -183,12 +193,10 @@ def reference_epoch_times(train, test):
     """Epoch times of the plain loop, and its final test accuracy."""
     import keras
 
-    from kzero.data import epoch_order
-    from kzero.models import build_model
+    from kzero.pipelines import epoch_order
+    from kzero.train import build_run_model
 
-    keras.config.set_dtype_policy(FLAGS.precision)
-    model = build_model(FLAGS.dataset, FLAGS.model, init=FLAGS.init, seed=0)
-    keras.config.set_dtype_policy("float32")
+    model = build_run_model(bench_config())
     train_step, count_correct, sync = _LOOPS[keras.backend.backend()](model)
     (x, y), (test_x, test_y) = train, test
     size = FLAGS.batch_size
@@ -212,12 +220,9 @@ def pipeline_images_per_s(arrays, batches=200):
     (augmentation included for the ResNet): what the model must not outrun."""
     import keras
 
-    from kzero.data import make_pipelines
+    from kzero.train import run_pipelines
 
-    is_resnet = FLAGS.model == "resnet50"
-    train, steps, _ = make_pipelines(arrays, FLAGS.dataset, FLAGS.batch_size, seed=0, epochs=2,
-                                     normalize=is_resnet, augment=is_resnet,
-                                     max_examples=FLAGS.max_examples, pipeline=FLAGS.pipeline)
+    train, steps, _ = run_pipelines(bench_config(epochs=2), arrays)
     batches = min(batches, 2 * steps - 1)
     iterator = iter(train) if not isinstance(train, keras.utils.PyDataset) else (
         train[i] for i in range(len(train)))
@@ -267,9 +272,9 @@ def summarize(times):
 def main(argv):
     import keras
 
-    from kzero.data import load_arrays
+    from kzero.datasets import load_dataset
 
-    arrays = load_arrays(FLAGS.dataset, FLAGS.data_dir)
+    arrays = load_dataset(FLAGS.dataset, FLAGS.data_dir)
     n_train = len(arrays["x_train"][:FLAGS.max_examples])
     result = {"backend": keras.backend.backend(), "dataset": FLAGS.dataset,
               "model": FLAGS.model, "init": FLAGS.init, "precision": FLAGS.precision,

@@ -3,7 +3,8 @@ import os
 import keras
 import pytest
 
-from kzero.data import has_tensorflow, load_arrays
+from kzero.datasets import load_dataset
+from kzero.pipelines import has_tensorflow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,12 +20,12 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def mnist(data_dir):
-    return load_arrays("mnist", data_dir)
+    return load_dataset("mnist", data_dir)
 
 
 @pytest.fixture(scope="session")
 def cifar10(data_dir):
-    return load_arrays("cifar10", data_dir)
+    return load_dataset("cifar10", data_dir)
 
 
 @pytest.fixture

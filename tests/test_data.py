@@ -4,9 +4,14 @@ import time
 import numpy as np
 import pytest
 
-from kzero import data
-from kzero.data import (DATASETS, DataError, load_arrays, make_pipelines, pad_crop_flip,
-                        pad_crop_flip_device, pad_crop_flip_numpy)
+from kzero import datasets
+from kzero.datasets import DataError, get_dataset, load_dataset
+from kzero.pipelines import (epoch_order, make_pipelines, pad_crop_flip, pad_crop_flip_device,
+                             pad_crop_flip_numpy)
+
+
+def cifar_normalization(arrays):
+    return get_dataset("cifar10").normalization(arrays)
 
 
 def batches(dataset):
@@ -25,7 +30,7 @@ def test_real_files_have_the_keras_layout(mnist, cifar10):
 
 
 def test_pipeline_scales_batches_and_labels(mnist):
-    train, steps, test = make_pipelines(mnist, "mnist", batch_size=128, seed=0, epochs=1,
+    train, steps, test = make_pipelines(mnist, batch_size=128, seed=0, epochs=1,
                                         max_examples=300)
     train_batches, test_batches = batches(train), batches(test)
     assert steps == 3 and [len(y) for _, y in train_batches] == [128, 128, 44]
@@ -36,24 +41,24 @@ def test_pipeline_scales_batches_and_labels(mnist):
 
 
 def test_training_order_reshuffles_each_epoch_deterministically(mnist):
-    train, steps, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, epochs=2,
+    train, steps, _ = make_pipelines(mnist, batch_size=100, seed=3, epochs=2,
                                      max_examples=1000)
     labels = np.concatenate([y for _, y in batches(train)])
     first, second = labels[:1000], labels[1000:]
     assert steps == 10 and len(labels) == 2000
     assert not np.array_equal(first, second)
     assert sorted(first) == sorted(second) == sorted(mnist["y_train"][:1000])
-    again, _, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=3, epochs=2,
+    again, _, _ = make_pipelines(mnist, batch_size=100, seed=3, epochs=2,
                                  max_examples=1000)
     np.testing.assert_array_equal(labels, np.concatenate([y for _, y in batches(again)]))
 
 
 @pytest.mark.needs_tensorflow
 def test_a_resumed_pipeline_yields_the_batches_of_the_uninterrupted_one(cifar10):
-    kwargs = dict(batch_size=32, seed=5, epochs=3, normalize=True, augment=True,
+    kwargs = dict(batch_size=32, seed=5, epochs=3, normalization=cifar_normalization(cifar10), augment=True,
                   max_examples=96, pipeline="tf")
-    full, steps, _ = make_pipelines(cifar10, "cifar10", **kwargs)
-    resumed, _, _ = make_pipelines(cifar10, "cifar10", initial_epoch=2, **kwargs)
+    full, steps, _ = make_pipelines(cifar10, **kwargs)
+    resumed, _, _ = make_pipelines(cifar10, initial_epoch=2, **kwargs)
     full_batches, resumed_batches = batches(full), batches(resumed)
     assert len(full_batches) == 3 * steps and len(resumed_batches) == steps
     for (xa, ya), (xb, yb) in zip(full_batches[2 * steps:], resumed_batches):
@@ -62,10 +67,10 @@ def test_a_resumed_pipeline_yields_the_batches_of_the_uninterrupted_one(cifar10)
 
 
 def test_evaluation_sees_unaugmented_normalized_32x32_images(cifar10):
-    train, _, test = make_pipelines(cifar10, "cifar10", batch_size=64, seed=0, epochs=1,
-                                    normalize=True, augment=True, max_examples=128)
-    spec = DATASETS["cifar10"]
-    expected = (cifar10["x_test"][:64] / 255.0 - spec.mean) / spec.std
+    train, _, test = make_pipelines(cifar10, batch_size=64, seed=0, epochs=1,
+                                    normalization=cifar_normalization(cifar10), augment=True, max_examples=128)
+    spec = get_dataset("cifar10")
+    expected = (cifar10["x_test"][:64] / 255.0 - np.float32(spec.mean)) / np.float32(spec.std)
     x, _ = batches(test)[0]
     assert x.shape == (64, 32, 32, 3)
     np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
@@ -96,11 +101,25 @@ def test_pad_crop_flip_is_a_shift_and_flip_of_each_image(cifar10):
 
 
 def test_training_augmentation_differs_between_epochs(cifar10):
-    train, _, _ = make_pipelines(cifar10, "cifar10", batch_size=16, seed=0, epochs=2,
-                                 normalize=True, augment=True, max_examples=16)
-    (a, ya), (b, yb) = batches(train)
-    order = np.argsort(ya, kind="stable"), np.argsort(yb, kind="stable")
-    assert not np.allclose(a[order[0]], b[order[1]])
+    # Batch i of an epoch holds example order[i]: compare each example with
+    # itself, unaugmented and in the other epoch (CIFAR's labels repeat, so
+    # sorting by label could not tell a crop from a reordering).
+    kwargs = dict(batch_size=32, seed=0, epochs=2, max_examples=32,
+                  normalization=cifar_normalization(cifar10))
+    augmented, _, _ = make_pipelines(cifar10, augment=True, **kwargs)
+    plain, _, _ = make_pipelines(cifar10, augment=False, **kwargs)
+    by_example = {}
+    for name, pipeline in (("augmented", augmented), ("plain", plain)):
+        for epoch, (x, _) in enumerate(batches(pipeline)):
+            by_example[name, epoch] = x[np.argsort(epoch_order(0, epoch, 32))]
+    np.testing.assert_array_equal(by_example["plain", 0], by_example["plain", 1])
+
+    def changed(a, b):
+        return np.mean([not np.array_equal(x, y) for x, y in zip(a, b)])
+
+    # A crop offset or flip leaves an image unchanged with probability 1/162.
+    assert changed(by_example["augmented", 0], by_example["plain", 0]) > 0.8
+    assert changed(by_example["augmented", 0], by_example["augmented", 1]) > 0.8
 
 
 def write_npz(path, **overrides):
@@ -119,29 +138,29 @@ def write_npz(path, **overrides):
 def test_bad_arrays_name_the_file(tmp_path, overrides, message):
     write_npz(tmp_path / "mnist.npz", **overrides)
     with pytest.raises(DataError, match=f"mnist.npz: {message}"):
-        load_arrays("mnist", str(tmp_path))
+        load_dataset("mnist", str(tmp_path))
 
 
 def test_truncated_npz_names_the_file(tmp_path, data_dir):
     with open(os.path.join(data_dir, "mnist.npz"), "rb") as f:
         (tmp_path / "mnist.npz").write_bytes(f.read(100_000))
     with pytest.raises(DataError, match="mnist.npz: unreadable or truncated"):
-        load_arrays("mnist", str(tmp_path))
+        load_dataset("mnist", str(tmp_path))
 
 
 def test_missing_file_in_data_dir_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match=r"cifar10.npz not found: put cifar10.npz"):
-        load_arrays("cifar10", str(tmp_path))
+        load_dataset("cifar10", str(tmp_path))
 
 
 @pytest.mark.needs_tensorflow
 def test_no_local_file_and_no_network_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(data, "_can_reach", lambda host, **kw: False)
+    monkeypatch.setattr(datasets, "_can_reach", lambda host, **kw: False)
     start = time.perf_counter()
     with pytest.raises(DataError) as error:
-        load_arrays("mnist")
+        load_dataset("mnist")
     assert time.perf_counter() - start < 30
     message = str(error.value)
     assert "--data_dir" in message and "KZERO_DATA_DIR" in message
@@ -149,16 +168,17 @@ def test_no_local_file_and_no_network_fails_fast(tmp_path, monkeypatch):
 
 
 def test_environment_variable_is_a_source(monkeypatch, data_dir):
-    monkeypatch.setenv(data.DATA_DIR_ENV, data_dir)
-    assert load_arrays("mnist")["x_test"].shape == (10000, 28, 28)
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, data_dir)
+    assert load_dataset("mnist")["x_test"].shape == (10000, 28, 28)
 
 
 @pytest.mark.needs_tensorflow
 @pytest.mark.parametrize("normalize", [False, True])
 def test_numpy_and_tf_pipelines_give_the_same_batches(cifar10, normalize):
-    kwargs = dict(batch_size=48, seed=2, epochs=2, normalize=normalize, max_examples=100)
-    tf_train, steps, tf_test = make_pipelines(cifar10, "cifar10", pipeline="tf", **kwargs)
-    np_train, np_steps, np_test = make_pipelines(cifar10, "cifar10", pipeline="numpy", **kwargs)
+    kwargs = dict(batch_size=48, seed=2, epochs=2, max_examples=100,
+                  normalization=cifar_normalization(cifar10) if normalize else None)
+    tf_train, steps, tf_test = make_pipelines(cifar10, pipeline="tf", **kwargs)
+    np_train, np_steps, np_test = make_pipelines(cifar10, pipeline="numpy", **kwargs)
     assert steps == np_steps == 3 and len(np_train) == 2 * steps
     np_batches = [np_train[i] for i in range(len(np_train))]
     for (xa, ya), (xb, yb) in zip(batches(tf_train), np_batches, strict=True):
@@ -183,10 +203,10 @@ def test_numpy_pad_crop_flip_is_a_shift_and_flip_of_each_image(cifar10):
 
 
 def test_a_resumed_numpy_pipeline_yields_the_batches_of_the_uninterrupted_one(cifar10):
-    kwargs = dict(batch_size=32, seed=5, epochs=3, normalize=True, augment=True,
+    kwargs = dict(batch_size=32, seed=5, epochs=3, normalization=cifar_normalization(cifar10), augment=True,
                   max_examples=96, pipeline="numpy")
-    full, steps, _ = make_pipelines(cifar10, "cifar10", **kwargs)
-    resumed, _, _ = make_pipelines(cifar10, "cifar10", initial_epoch=2, **kwargs)
+    full, steps, _ = make_pipelines(cifar10, **kwargs)
+    resumed, _, _ = make_pipelines(cifar10, initial_epoch=2, **kwargs)
     assert len(resumed) == steps
     for i in range(steps):
         for a, b in zip(full[2 * steps + i], resumed[i]):
@@ -196,7 +216,7 @@ def test_a_resumed_numpy_pipeline_yields_the_batches_of_the_uninterrupted_one(ci
 def test_fit_reads_every_epoch_of_a_numpy_pipeline(mnist, monkeypatch):
     import keras
 
-    train, steps, _ = make_pipelines(mnist, "mnist", batch_size=100, seed=0, epochs=3,
+    train, steps, _ = make_pipelines(mnist, batch_size=100, seed=0, epochs=3,
                                      max_examples=1000, pipeline="numpy")
     computed = []
     batch = type(train).batch
@@ -217,10 +237,10 @@ def test_device_pipeline_gives_the_numpy_pipelines_batches_bit_for_bit(
     import keras
 
     arrays = {"mnist": mnist, "cifar10": cifar10}[dataset]
-    kwargs = dict(batch_size=48, seed=4, epochs=2, normalize=normalize, augment=augment,
-                  max_examples=100)
-    np_train, steps, np_test = make_pipelines(arrays, dataset, pipeline="numpy", **kwargs)
-    dev_train, _, dev_test = make_pipelines(arrays, dataset, pipeline="device", **kwargs)
+    kwargs = dict(batch_size=48, seed=4, epochs=2, augment=augment, max_examples=100,
+                  normalization=cifar_normalization(arrays) if normalize else None)
+    np_train, steps, np_test = make_pipelines(arrays, pipeline="numpy", **kwargs)
+    dev_train, _, dev_test = make_pipelines(arrays, pipeline="device", **kwargs)
     assert len(dev_train) == len(np_train) == 2 * steps and len(dev_test) == len(np_test)
     pairs = [(np_train[i], dev_train[i]) for i in range(len(np_train))]
     pairs += [(np_test[i], dev_test[i]) for i in range(len(np_test))]

@@ -5,14 +5,13 @@ import os
 import keras
 import numpy as np
 import pytest
-from tensorboardX import SummaryWriter
-
 from kzero.callbacks import (GradientRecorder, dead_fraction, distinct_units,
                              gradient_statistics)
-from kzero.data import make_pipelines, probe_batch
+from kzero.config import RunConfig
 from kzero.io import read_csv
 from kzero.models import build_model
-from kzero.train import compile_model, train
+from kzero.pipelines import make_pipelines, probe_batch
+from kzero.train import compile_run_model, train
 
 
 def config(dataset, init, **overrides):
@@ -143,15 +142,16 @@ class WeightSnapshots(keras.callbacks.Callback):
 def test_recorded_statistics_equal_an_independent_computation(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    model = compile_model(build_model("mnist", "fnn", init="zero_normal", seed=1), 1e-3)
-    train_data, steps, _ = make_pipelines(mnist, "mnist", 128, seed=0, epochs=1, max_examples=512)
-    probe = probe_batch(mnist, "mnist", 128)
-    writer = SummaryWriter(str(tmp_path))
+    model = compile_run_model(build_model("mnist", "fnn", init="zero_normal", seed=1),
+                              RunConfig())
+    train_data, steps, _ = make_pipelines(mnist, 128, seed=0, epochs=1, max_examples=512)
+    probe = probe_batch(mnist, 128)
     snapshots = WeightSnapshots()
-    recorder = GradientRecorder(str(tmp_path), writer, probe, first_steps=3, every=2)
+    recorder = GradientRecorder(str(tmp_path / "gradients.csv"), probe, log_dir=str(tmp_path),
+                                first_steps=3, every=2)
     model.fit(train_data, epochs=1, steps_per_epoch=steps, callbacks=[snapshots, recorder],
               verbose=0, shuffle=False)
-    writer.close()
+    assert [int(r["step"]) for r in read_csv(tmp_path / "gradients.csv")][::4] == [1, 2, 3, 4]
 
     recorded_steps = [1, 2, 3, 4]  # the first 3, then every 2nd of the 4 steps
     assert sorted({row["step"] for row in recorder.rows}) == recorded_steps

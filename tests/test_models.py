@@ -60,13 +60,32 @@ def test_layer_names_are_stable_and_readable():
         "conv1", "conv2", "logits"]
 
 
+# Each activation written out in NumPy, with Keras' constants (leaky_relu's
+# slope 0.2, selu's alpha and scale).
+NUMPY_ACTIVATIONS = {
+    "elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0))),
+    "relu": lambda a: np.maximum(a, 0),
+    "leaky_relu": lambda a: np.where(a > 0, a, 0.2 * a),
+    "selu": lambda a: 1.0507009873554805 * np.where(
+        a > 0, a, 1.6732632423543772 * np.expm1(np.minimum(a, 0))),
+    "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+    "tanh": np.tanh,
+}
+
+
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_activation_is_a_parameter(activation):
-    model = build_model("mnist", "fnn", activation=activation)
-    assert model.get_layer("dense1").activation is ACTIVATIONS[activation]
-    assert model.get_layer("logits").activation is keras.activations.linear
-    x = np.linspace(-1, 1, 784, dtype="float32").reshape(1, 28, 28, 1)
-    assert np.isfinite(numpy(model(x))).all()
+    model = build_model("mnist", "fnn", init="lecun", activation=activation, seed=2)
+    x = np.random.default_rng(0).uniform(-10, 10, (2, 28, 28, 1)).astype("float32")
+    dense1, logits = model.get_layer("dense1"), model.get_layer("logits")
+    kernel, bias = numpy(dense1.kernel).astype(np.float64), numpy(dense1.bias).astype(np.float64)
+    hidden = NUMPY_ACTIVATIONS[activation](x.reshape(2, -1) @ kernel + bias)
+    # The last layer stays linear: its outputs are the logits themselves.
+    expected = hidden @ numpy(logits.kernel) + numpy(logits.bias)
+    np.testing.assert_allclose(numpy(model(x)), expected, rtol=1e-5, atol=1e-5)
+    # Pre-activations well on both sides of zero, where the activations differ.
+    pre_activation = x.reshape(2, -1) @ kernel + bias
+    assert pre_activation.min() < -2 and pre_activation.max() > 2
 
 
 def test_cifar_cnn_has_elu_after_every_conv_and_pool_then_bn():
@@ -93,7 +112,8 @@ def test_layers_get_distinct_seeds():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(dataset="mnist", model="resnet50"), "not defined for dataset 'mnist'"),
+    (dict(dataset="mnist", model="resnet50"),
+     "not defined for dataset 'mnist': it needs 3-channel images"),
     (dict(dataset="svhn", model="fnn"), "valid: mnist, cifar10"),
     (dict(dataset="mnist", model="vgg"), "valid: logreg, fnn, cnn, resnet50"),
     (dict(dataset="mnist", model="fnn", activation="gelu"), "valid: elu, relu"),
@@ -122,12 +142,14 @@ def test_batch_norm_matches_keras_and_survives_constant_inputs():
 
 
 def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
-    from kzero.data import probe_batch
+    from kzero.config import RunConfig
     from kzero.gradients import gradient_function
-    from kzero.train import compile_model
+    from kzero.pipelines import probe_batch
+    from kzero.train import compile_run_model
 
-    model = compile_model(build_model("cifar10", "cnn", init="zero_normal", seed=0), 1e-3)
-    grads = gradient_function(model)(*probe_batch(cifar10, "cifar10", 128))
+    model = compile_run_model(build_model("cifar10", "cnn", init="zero_normal", seed=0),
+                              RunConfig())
+    grads = gradient_function(model)(*probe_batch(cifar10, 128))
     assert all(np.isfinite(g).all() for g in grads)
 
 

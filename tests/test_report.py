@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from kzero.io import read_csv, write_csv, write_json
-from kzero.report import aggregate, collect, confidence_interval, report
+from kzero.report import (aggregate, collect, confidence_interval, plot_experiment,
+                          plot_figure12, report)
+
+
+def read_png(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
 
 
 def test_confidence_interval_by_hand():
@@ -78,9 +85,23 @@ def test_report_on_partial_runs_says_what_is_missing(tmp_path):
     rows = read_csv(out / "results.csv")
     assert {(r["variant"], r["epoch"]) for r in rows} >= {("fnn_lecun", "3"),
                                                           ("logreg_lecun", "3")}
+    # The figure draws each variant's per-epoch means and band, the partial one
+    # starred, and the logistic baseline dashed.
+    drawn = plot_experiment("mnist_fnn", stats, str(out / "again.png"))
+    assert set(drawn) == {"fnn_lecun (n=2) *", "fnn_zero_normal_x1 (n=1) *",
+                          "baseline: logreg_lecun (n=1) *"}
+    lecun = drawn["fnn_lecun (n=2) *"]
+    assert lecun["epochs"] == [1, 2, 3] and not lecun["dashed"]
+    np.testing.assert_allclose(lecun["mean"], [0.905, 0.955, 0.975])
+    half = 12.706 * np.std([0.97, 0.98], ddof=1) / math.sqrt(2)
+    np.testing.assert_allclose(lecun["ci_high"][-1] - 0.975, half, rtol=1e-6)
+    # The diverged seed counts nowhere, the unfinished one where it has epochs.
+    np.testing.assert_allclose(drawn["fnn_zero_normal_x1 (n=1) *"]["mean"], [0.905, 0.945, 0.96])
+    assert drawn["baseline: logreg_lecun (n=1) *"]["dashed"]
     for name in ("mnist_fnn.png", "mnist_logreg.png"):
-        assert (out / name).stat().st_size > 10_000
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = read_png(out / name)
+        assert image.shape[:2] == (480, 720)  # 6 x 4 inches at 120 dpi
+        assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
 def test_figure12_from_recorded_gradients(tmp_path):
@@ -95,8 +116,14 @@ def test_figure12_from_recorded_gradients(tmp_path):
                 for step in range(1, 6) for layer in ("dense1", "dense2", "logits")]
         write_csv(os.path.join(workdir, "gradients.csv"), GRADIENT_COLUMNS, rows)
     report([str(tmp_path)], str(tmp_path / "out"))
-    assert (tmp_path / "out" / "figure12.png").stat().st_size > 20_000
+    assert read_png(tmp_path / "out" / "figure12.png").shape[:2] == (640, 1500)
     assert "figure12.png" in (tmp_path / "out" / "report.md").read_text()
+    drawn = plot_figure12(collect([str(tmp_path)]), str(tmp_path / "again.png"))
+    assert set(drawn) == {(v, s) for v in ("fnn_lecun", "fnn_zero_normal_x1")
+                          for s in range(1, 6)}
+    for (variant, step), boxes in drawn.items():
+        assert list(boxes) == ["dense1", "dense2", "logits"]
+        assert set(boxes.values()) == {(-2 * step, -step, 0, step, 2 * step)}
 
 
 def test_runs_of_the_kzero_01_numpy_pipeline_are_flagged(tmp_path):

@@ -1,141 +1,19 @@
-"""MNIST and CIFAR-10: loading, checking, and input pipelines (tf.data, or
-NumPy where TensorFlow is not installed).
+"""Input pipelines: tf.data, NumPy (no TensorFlow needed) and device (the
+NumPy pipeline's batches made where the backend keeps its tensors), all giving
+the same batches; the epoch order and the ResNet's crop-and-flip augmentation.
 
-Sources, in order: a directory holding `mnist.npz` / `cifar10.npz` in the
-`keras.datasets` layout (`--data_dir`, else `$KZERO_DATA_DIR`), then
-tensorflow-datasets (which downloads). Local files are looked for first because
-an offline `tfds.load` retries for minutes before it fails.
+Every pipeline reads arrays as `kzero.datasets.load_dataset` returns them and
+gives float32 images [B, H, W, C] scaled to [0, 1] (then normalised where
+asked) and int32 labels.
 """
 
 import importlib.util
-import os
-import socket
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["DataError", "DATASETS", "PIPELINES", "epoch_order", "load_arrays",
-           "make_pipelines", "pad_crop_flip", "pad_crop_flip_device", "pad_crop_flip_numpy",
-           "probe_batch"]
-
-DATA_DIR_ENV = "KZERO_DATA_DIR"
-
-
-class DataError(Exception):
-    """A dataset that cannot be found or read; the message is one line that
-    names the file and the fix."""
-
-
-class _Spec:
-    def __init__(self, image_shape, tfds_name, download_host, mean, std):
-        self.image_shape = image_shape
-        self.tfds_name = tfds_name
-        self.download_host = download_host
-        self.mean = np.asarray(mean, np.float32)
-        self.std = np.asarray(std, np.float32)
-
-
-DATASETS = {
-    "mnist": _Spec((28, 28), "mnist", "storage.googleapis.com", [0.1307], [0.3081]),
-    # Per-channel train-set statistics (shared/data/README.md).
-    "cifar10": _Spec((32, 32, 3), "cifar10", "www.cs.toronto.edu",
-                     [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
-}
-
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def _check_arrays(arrays, dataset, source):
-    spec = DATASETS[dataset]
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.shape[1:] != spec.image_shape:
-            raise DataError(
-                f"{source}: x_{split} is {x.dtype}{list(x.shape)}, expected uint8"
-                f"[N, {', '.join(map(str, spec.image_shape))}] (keras.datasets layout)"
-            )
-        if y.shape != (len(x),):
-            raise DataError(
-                f"{source}: y_{split} has shape {list(y.shape)}, expected [{len(x)}]"
-            )
-        if len(y) and (y.min() < 0 or y.max() > 9):
-            raise DataError(
-                f"{source}: y_{split} holds labels outside 0..9 "
-                f"({int(y.min())}..{int(y.max())})"
-            )
-
-
-def _load_npz(path, dataset):
-    try:
-        with np.load(path) as npz:
-            missing = [k for k in _KEYS if k not in npz.files]
-            if missing:
-                raise DataError(f"{path}: missing arrays {', '.join(missing)}"
-                                " (keras.datasets layout expected)")
-            arrays = {k: npz[k] for k in _KEYS}
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: unreadable or truncated npz ({e}); "
-                        "replace it with a good copy") from None
-    arrays["y_train"] = arrays["y_train"].reshape(-1)
-    arrays["y_test"] = arrays["y_test"].reshape(-1)
-    _check_arrays(arrays, dataset, path)
-    return arrays
-
-
-def _can_reach(host, port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _load_tfds(dataset):
-    spec = DATASETS[dataset]
-    hint = (f"no local {dataset}.npz: pass --data_dir=DIR (or set {DATA_DIR_ENV}) "
-            f"to a directory holding {dataset}.npz in the keras.datasets layout")
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise DataError(f"{hint}, or install tensorflow-datasets to download it") from None
-    builder = tfds.builder(spec.tfds_name)
-    if not builder.is_prepared() and not _can_reach(spec.download_host):
-        raise DataError(f"{hint}; tensorflow-datasets cannot download it "
-                        f"({spec.download_host} is unreachable)")
-    builder.download_and_prepare()
-    arrays = {}
-    for split in ("train", "test"):
-        data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        arrays[f"x_{split}"] = data["image"].reshape((-1,) + spec.image_shape)
-        arrays[f"y_{split}"] = data["label"].astype(np.uint8)
-    _check_arrays(arrays, dataset, f"tensorflow-datasets {spec.tfds_name}")
-    return arrays
-
-
-def resolve_data_dir(data_dir=None):
-    """The directory to read npz files from: the flag, else the environment."""
-    return data_dir or os.environ.get(DATA_DIR_ENV) or None
-
-
-def load_arrays(dataset, data_dir=None):
-    """Returns {x_train, y_train, x_test, y_test} as numpy arrays, images uint8
-    in the `keras.datasets` layout, labels 0..9.
-
-    Raises `DataError` with a one-line message when no source works.
-    """
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
-    data_dir = resolve_data_dir(data_dir)
-    if data_dir:
-        path = os.path.join(data_dir, f"{dataset}.npz")
-        if not os.path.isfile(path):
-            raise DataError(f"{path} not found: put {dataset}.npz (keras.datasets layout) "
-                            f"there, or unset --data_dir/{DATA_DIR_ENV} to download it")
-        return _load_npz(path, dataset)
-    return _load_tfds(dataset)
+__all__ = ["PIPELINES", "count_steps", "epoch_order", "make_pipelines", "pad_crop_flip",
+           "pad_crop_flip_device", "pad_crop_flip_numpy", "probe_batch", "resolve_pipeline"]
 
 
 # The paper's ResNet-50 augmentation: pad by 4, crop back to 32x32.
@@ -217,14 +95,16 @@ def _compiled(function):
     return function
 
 
-def _finish(images, dataset, normalize):
-    """From float32 images in [0, 1] to model inputs. Plain arithmetic, so the
-    same code serves NumPy arrays and TensorFlow tensors."""
-    spec = DATASETS[dataset]
-    if len(spec.image_shape) == 2:
+def _finish(images, normalization):
+    """From float32 images in [0, 1] to model inputs: a channel axis for
+    grayscale batches [B, H, W], then `(images - mean) / std` where
+    `normalization` is `(mean, std)`. Plain arithmetic, so the same code serves
+    NumPy arrays and TensorFlow tensors."""
+    if len(images.shape) == 3:
         images = images[..., None]
-    if normalize:
-        images = (images - spec.mean) / spec.std
+    if normalization is not None:
+        mean, std = normalization
+        images = (images - mean) / std
     return images
 
 
@@ -263,8 +143,8 @@ def has_tensorflow():
         return False
 
 
-def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
-                   normalize=False, augment=False, max_examples=None, pipeline="auto"):
+def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalization=None,
+                   augment=False, max_examples=None, pipeline="auto"):
     """Returns `(train, steps_per_epoch, test)`: input pipelines of (float32
     images [B, H, W, C] scaled to [0, 1], int32 labels) and the number of
     training batches per epoch.
@@ -275,7 +155,9 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
     each batch's augmentation from a seed (seed, global batch index): a run is
     reproducible from its seed and can resume at any epoch.
 
-    `normalize` subtracts the per-channel mean and divides by the std;
+    `normalization`, a per-channel `(mean, std)` pair (see
+    `kzero.datasets.DatasetSpec.normalization`), subtracts the mean and
+    divides by the std;
     `augment` adds pad-4 random crops and horizontal flips to the training
     split only. `max_examples` keeps the first N examples of each split.
     `pipeline` is "tf" (tf.data), "numpy" (a `keras.utils.PyDataset`, which
@@ -292,21 +174,21 @@ def make_pipelines(arrays, dataset, batch_size, seed, epochs, initial_epoch=0,
     orders = np.stack([epoch_order(seed, epoch, len(x))
                        for epoch in range(initial_epoch, epochs)]).astype(np.int32)
     if pipeline == "tf":
-        train, test = _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed,
-                                    steps_per_epoch, initial_epoch, normalize, augment)
+        train, test = _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed,
+                                    steps_per_epoch, initial_epoch, normalization, augment)
     else:
-        train, test = _pydataset_pipelines(x, y, test_x, test_y, orders, dataset, batch_size,
-                                           seed, initial_epoch, normalize, augment,
+        train, test = _pydataset_pipelines(x, y, test_x, test_y, orders, batch_size, seed,
+                                           initial_epoch, normalization, augment,
                                            on_device=pipeline == "device")
     return train, steps_per_epoch, test
 
 
-def _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps_per_epoch,
-                  initial_epoch, normalize, augment):
+def _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed, steps_per_epoch,
+                  initial_epoch, normalization, augment):
     import tensorflow as tf
 
     def preprocess(images, labels):
-        images = _finish(tf.cast(images, tf.float32) / 255.0, dataset, normalize)
+        images = _finish(tf.cast(images, tf.float32) / 255.0, normalization)
         return images, tf.cast(labels, tf.int32)
 
     images, labels = tf.constant(x), tf.constant(y)
@@ -325,11 +207,11 @@ def _tf_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed, steps
     return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
 
 
-def _host_batches(dataset, normalize):
+def _host_batches(normalization):
     """`(load, make)`: how the NumPy pipeline holds the arrays (as they are)
     and makes a batch from them with NumPy."""
     def make(images, labels, index, rng):
-        images = _finish(images[index].astype(np.float32) / 255.0, dataset, normalize)
+        images = _finish(images[index].astype(np.float32) / 255.0, normalization)
         if rng is not None:
             images = pad_crop_flip_numpy(images, rng)
         return images.astype(np.float32), labels[index].astype(np.int32)
@@ -337,7 +219,7 @@ def _host_batches(dataset, normalize):
     return (lambda array: array), make
 
 
-def _device_batches(dataset, normalize):
+def _device_batches(normalization):
     """`(load, make)` of the device pipeline: the arrays held as backend
     tensors, and the NumPy pipeline's batches made from them where they live;
     only the batch's indices go there from the host."""
@@ -347,7 +229,7 @@ def _device_batches(dataset, normalize):
     # Every pixel value's model input per channel, made by the NumPy pipeline's
     # own arithmetic: a lookup on the device then gives the same floats bit for
     # bit (XLA's division on a CPU is not exactly rounded).
-    levels = _finish(np.arange(256, dtype=np.float32)[:, None, None] / 255.0, dataset, normalize)
+    levels = _finish(np.arange(256, dtype=np.float32)[:, None, None] / 255.0, normalization)
     channels = levels.shape[-1]
     table = ops.convert_to_tensor(levels.astype(np.float32).reshape(-1))
     channel = ops.convert_to_tensor(np.arange(channels, dtype=np.int32))
@@ -372,11 +254,11 @@ def _device_batches(dataset, normalize):
     return ops.convert_to_tensor, make
 
 
-def _pydataset_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed,
-                         initial_epoch, normalize, augment, on_device):
+def _pydataset_pipelines(x, y, test_x, test_y, orders, batch_size, seed, initial_epoch,
+                         normalization, augment, on_device):
     import keras
 
-    load, make = (_device_batches if on_device else _host_batches)(dataset, normalize)
+    load, make = (_device_batches if on_device else _host_batches)(normalization)
 
     class Batches(keras.utils.PyDataset):
         """Batch i is batch i % steps of epoch i // steps, a pure function of i.
@@ -421,9 +303,9 @@ def _pydataset_pipelines(x, y, test_x, test_y, orders, dataset, batch_size, seed
     return train, test
 
 
-def probe_batch(arrays, dataset, size, normalize=False):
+def probe_batch(arrays, size, normalization=None):
     """The first `size` training examples, preprocessed as for training but not
     augmented, as numpy `(x, y)`: a fixed batch for diagnostics."""
     images = arrays["x_train"][:size].astype(np.float32) / 255.0
-    return (_finish(images, dataset, normalize).astype(np.float32),
+    return (_finish(images, normalization).astype(np.float32),
             arrays["y_train"][:size].astype(np.int32))

@@ -1,0 +1,301 @@
+"""`RunConfig`: one typed, validated description of a run, the one object that
+the runner, `train`, parallel groups, the benchmark and the report share.
+
+A run's `config.json` is `config.to_dict()`, and `RunConfig.read(path)` reads
+it back. The fields fall in three groups: what the run trains (everything
+`train` honours), the grid it belongs to (as the command line gave it), and
+where and with what it ran (filled in by `train`).
+
+Invalid values and unknown keys raise `ConfigError` where the config is made,
+naming the field, the value and what is valid.
+"""
+
+import contextvars
+import dataclasses
+import json
+import math
+from typing import Optional
+
+__all__ = ["ConfigError", "RunConfig", "JIT_COMPILE", "PIPELINES", "PRECISIONS",
+           "DISTRIBUTIONS"]
+
+# Keras dtype policies: mixed ones compute in 16 bits with float32 variables;
+# compile() adds loss scaling for mixed_float16.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+# Keras' jit_compile: "auto" is XLA under jax (and under tensorflow on an
+# accelerator), eager under torch; "true" under torch is torch.compile.
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
+
+# How batches are made (kzero.pipelines): "auto" takes the faster one here.
+PIPELINES = ("auto", "tf", "numpy", "device")
+
+DISTRIBUTIONS = ("none", "data_parallel")
+
+
+class ConfigError(ValueError):
+    """A config value that is not valid: `field`, `value` and `reason` say
+    which and why; the message reads `field=value: reason`."""
+
+    def __init__(self, field, value, reason):
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={_show(value)}: {reason}")
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run of kzero: what it trains, the grid it belongs to, and its
+    provenance. Every field has a default; `RunConfig()` is the MNIST FNN
+    with the reference init, 10 epochs.
+
+    What the run trains:
+        dataset: a name in `kzero.datasets.DATASETS`, or a tensorflow-datasets
+            image-classification dataset.
+        model: a name in `kzero.models.MODELS`.
+        init: a scheme name in `kzero.initializers.SCHEMES`.
+        bias_scale: multiplies the random biases of the schemes that use it;
+            None for the others (taken as 1).
+        activation: a name in `kzero.models.ACTIVATIONS`.
+        init_scope: "all", or "paper_code" (the scheme reaches only the
+            ResNet's stem conv and last layer, as in the paper's code).
+        seed: the run's seed: initial weights, data order, augmentation.
+        epochs, batch_size: as in the paper (batch 128).
+        optimizer: a name in `kzero.optimizers.OPTIMIZERS`.
+        learning_rate: the optimizer's.
+        weight_decay: the optimizer's weight decay; None: its default (0,
+            or PyTorch's 0.01 for adamw).
+        max_examples: use only the first N examples of each split.
+        pipeline: one of `PIPELINES`.
+        precision: one of `PRECISIONS`.
+        jit_compile: a key of `JIT_COMPILE`.
+        distribution: "none", or "data_parallel" (jax: each batch split over
+            the local devices).
+        record_gradients, grad_first_steps, grad_every: gradient recording
+            (see `kzero.callbacks.GradientRecorder`).
+        record_symmetry: distinct and dead units per layer and epoch.
+        save_model: keep the trained model as `model.keras`.
+        data_dir: where `<dataset>.npz` is; None: $KZERO_DATA_DIR, else
+            tensorflow-datasets.
+
+    The grid (what the command line asked for; `kzero.grid` expands it):
+        experiment, models, inits, bias_scales, runs, base_seed,
+        parallel_runs, output_dir, overwrite, shard; and extensions, the
+        Python modules the runner imported first (they register datasets,
+        models, schemes or optimizers).
+
+    Provenance (filled in when the run trains):
+        backend, accelerator, host, versions, input_pipeline, command,
+        parallel_group.
+    """
+
+    # What the run trains.
+    dataset: str = "mnist"
+    model: str = "fnn"
+    init: str = "lecun"
+    bias_scale: Optional[float] = None
+    activation: str = "elu"
+    init_scope: str = "all"
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: Optional[float] = None
+    max_examples: Optional[int] = None
+    pipeline: str = "auto"
+    precision: str = "float32"
+    jit_compile: str = "auto"
+    distribution: str = "none"
+    record_gradients: bool = True
+    grad_first_steps: int = 5
+    grad_every: int = 1000
+    record_symmetry: bool = True
+    save_model: bool = True
+    data_dir: Optional[str] = None
+    # The grid.
+    experiment: Optional[str] = None
+    models: tuple = ("fnn",)
+    inits: tuple = ("lecun", "zero_normal", "zero_uniform")
+    bias_scales: tuple = (1.0,)
+    runs: int = 5
+    base_seed: Optional[int] = None
+    parallel_runs: int = 1
+    output_dir: str = "runs"
+    overwrite: bool = False
+    shard: Optional[str] = None
+    extensions: tuple = ()
+    # Provenance.
+    backend: Optional[str] = None
+    accelerator: Optional[str] = None
+    host: Optional[str] = None
+    versions: Optional[dict] = None
+    input_pipeline: Optional[str] = None
+    command: Optional[str] = None
+    parallel_group: Optional[tuple] = None
+
+    def __post_init__(self):
+        for name in ("models", "inits", "bias_scales", "parallel_group", "extensions"):
+            value = getattr(self, name)
+            if isinstance(value, (list, str)):
+                value = (value,) if isinstance(value, str) else tuple(value)
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "bias_scales", tuple(
+            _positive_number("bias_scales", s) for s in self.bias_scales))
+        if self.bias_scale is not None:
+            object.__setattr__(self, "bias_scale",
+                               _positive_number("bias_scale", self.bias_scale))
+        self._check_values()
+        if _CHECK_NAMES.get():
+            self._check_names()
+
+    def _check_values(self):
+        _one_of("pipeline", self.pipeline, PIPELINES)
+        _one_of("precision", self.precision, PRECISIONS)
+        _one_of("jit_compile", self.jit_compile, JIT_COMPILE)
+        _one_of("distribution", self.distribution, DISTRIBUTIONS)
+        for name in ("epochs", "runs", "batch_size", "parallel_runs"):
+            _integer(name, getattr(self, name), minimum=1)
+        for name in ("grad_first_steps", "grad_every", "seed"):
+            _integer(name, getattr(self, name), minimum=0)
+        if self.max_examples is not None:
+            _integer("max_examples", self.max_examples, minimum=1)
+        _positive_number("learning_rate", self.learning_rate)
+        if self.weight_decay is not None and not (
+                isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ConfigError("weight_decay", self.weight_decay, "must be 0 or more")
+        if self.parallel_runs > 1 and self.distribution != "none":
+            raise ConfigError("parallel_runs", self.parallel_runs,
+                              f"not with distribution={self.distribution}; choose one")
+        if self.shard is not None:
+            self.shard_index()
+
+    def _check_names(self):
+        from kzero.datasets import get_dataset
+        from kzero.initializers import SCHEMES
+        from kzero.models import ACTIVATIONS, INIT_SCOPES, MODELS
+        from kzero.optimizers import OPTIMIZERS
+
+        _one_of("init_scope", self.init_scope, INIT_SCOPES)
+        registered = (("inits", self.inits, SCHEMES), ("init", (self.init,), SCHEMES),
+                      ("activation", (self.activation,), ACTIVATIONS),
+                      ("optimizer", (self.optimizer,), OPTIMIZERS),
+                      ("models", self.models, MODELS), ("model", (self.model,), MODELS))
+        try:
+            spec = get_dataset(self.dataset)
+        except ValueError:
+            raise ConfigError("dataset", self.dataset,
+                              f"not valid; choose from {_names(_dataset_names())}") from None
+        for field, values, registry in registered:
+            if not values:
+                raise ConfigError(field, "", f"is empty; choose from {_names(registry)}")
+            for value in values:
+                _one_of(field, value, registry)
+                if registry is MODELS:
+                    reason = MODELS.get(value).unsupported(spec.input_shape)
+                    if reason:
+                        raise ConfigError(field, value, f"not defined for the dataset "
+                                          f"{self.dataset}; {reason}")
+
+    def shard_index(self):
+        """(i, n) from `shard` "i/n"; (0, 1) without one."""
+        if self.shard is None:
+            return 0, 1
+        try:
+            index, count = (int(part) for part in str(self.shard).split("/"))
+        except ValueError:
+            index, count = -1, 0
+        if not 0 <= index < count:
+            raise ConfigError("shard", self.shard, "must be i/n with 0 <= i < n, e.g. 0/4")
+        return index, count
+
+    @property
+    def experiment_name(self):
+        return self.experiment or f"{self.dataset}_{'_'.join(self.models)}"
+
+    @property
+    def variant(self):
+        """`<model>_<init>`, plus `_x<scale>` for the schemes that use a bias
+        scale and `_<init_scope>` for a scope other than "all"."""
+        name = f"{self.model}_{self.init}"
+        if self.bias_scale is not None:
+            name += f"_x{self.bias_scale:g}"
+        if self.init_scope != "all":
+            name += f"_{self.init_scope}"
+        return name
+
+    def replace(self, **changes):
+        """A copy with `changes`, validated like a new config."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values, check_names=True):
+        """The config of `values` (a dict as `to_dict` gives it). Unknown keys
+        raise `ConfigError`; missing ones take their defaults. With
+        `check_names=False`, names that no registry of this process knows (a
+        dataset or model registered by another program) are let through."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(unknown[0], values[unknown[0]], "not a RunConfig field")
+        token = _CHECK_NAMES.set(check_names)
+        try:
+            return cls(**values)
+        finally:
+            _CHECK_NAMES.reset(token)
+
+    @classmethod
+    def read(cls, path, check_names=True):
+        """The config a run wrote to `path` (its `config.json`)."""
+        with open(path) as f:
+            return cls.from_dict(json.load(f), check_names=check_names)
+
+    @classmethod
+    def coerce(cls, config):
+        """`config` as a `RunConfig`: a dict is validated into one."""
+        return config if isinstance(config, cls) else cls.from_dict(dict(config))
+
+
+# Whether registry names are checked; False only while from_dict(check_names=False) runs.
+_CHECK_NAMES = contextvars.ContextVar("check_names", default=True)
+
+
+def _names(values):
+    return ", ".join(values)
+
+
+def _dataset_names():
+    from kzero.datasets import DATASETS
+
+    return [*DATASETS, "or a tensorflow-datasets image classification dataset"]
+
+
+def _one_of(field, value, valid):
+    if value not in valid:
+        raise ConfigError(field, value, f"not valid; choose from {_names(valid)}")
+
+
+def _integer(field, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, value, "must be a whole number")
+    if value < minimum:
+        raise ConfigError(field, value, "must be at least 1" if minimum == 1 else "must be 0 or more")
+
+
+def _positive_number(field, value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number > 0 or number == math.inf:
+        raise ConfigError(field, value, "must be a positive number")
+    return number

@@ -1,0 +1,226 @@
+"""The grid: models x init schemes x bias scales x seeds, each run in its own
+directory `<output_dir>/<experiment>/<variant>/seed_<k>/`.
+
+Every function takes its arguments (a `RunConfig` describing the grid, and
+what to do with it), so the grid can be called and tested without the
+command line: `run_grid(config)` is what `python -m kzero.run` calls.
+Finished runs are skipped, unfinished ones resume, each run is trained under
+a per-run lock (runners and shards can share an output dir), and a SIGINT or
+SIGTERM stops the run in progress at its next batch.
+"""
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import keras
+
+from kzero.config import ConfigError
+from kzero.datasets import load_dataset
+from kzero.initializers import get_scheme
+from kzero.io import read_json
+from kzero.pipelines import has_tensorflow
+from kzero.train import CHECKPOINT, train
+
+__all__ = ["STOP_REQUEST", "check_runnable", "expand", "handle_signals", "run_grid"]
+
+# Set by SIGINT or SIGTERM: the run in progress stops at its next batch.
+STOP_REQUEST = threading.Event()
+
+
+def expand(grid):
+    """The runs of `grid` (a `RunConfig` whose `models`, `inits`,
+    `bias_scales`, `runs` and `base_seed` describe it), in order, as
+    `RunConfig`s with their own `model`, `init`, `bias_scale` and `seed`. A
+    scheme that ignores the bias scale gets one variant, with bias_scale None."""
+    base_seed = grid.seed if grid.base_seed is None else grid.base_seed
+    return [grid.replace(model=model, init=init, bias_scale=scale, seed=base_seed + k,
+                         base_seed=base_seed)
+            for model in grid.models
+            for init in grid.inits
+            for scale in (grid.bias_scales if get_scheme(init).uses_bias_scale else [None])
+            for k in range(grid.runs)]
+
+
+def check_runnable(grid):
+    """What a config cannot know of this machine, checked before anything is
+    trained or written: raises `ConfigError`."""
+    if grid.pipeline == "tf" and not has_tensorflow():
+        raise ConfigError("pipeline", "tf", "TensorFlow is not installed; use --pipeline=numpy")
+    if grid.data_dir and not os.path.isdir(grid.data_dir):
+        raise ConfigError("data_dir", grid.data_dir, "no such directory")
+    if grid.distribution != "none" and keras.backend.backend() != "jax":
+        raise ConfigError("distribution", grid.distribution,
+                          f"needs KERAS_BACKEND=jax (this is {keras.backend.backend()})")
+    if grid.distribution == "data_parallel":
+        devices = len(keras.distribution.list_devices())
+        if grid.batch_size % devices:
+            raise ConfigError("batch_size", grid.batch_size,
+                              f"must divide evenly over the {devices} devices of "
+                              "--distribution=data_parallel")
+    _check_writable(grid.output_dir)
+
+
+def _check_writable(path):
+    # Probe the nearest existing ancestor with a real file: permission bits say
+    # nothing for root, nor for read-only or virtual file systems.
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        if not os.path.isdir(probe):
+            raise OSError(f"{probe} is not a directory")
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        raise ConfigError("output_dir", path, f"not a writable directory ({e})") from None
+
+
+def handle_signals():
+    """SIGINT and SIGTERM set `STOP_REQUEST`; a second SIGINT stops at once.
+    A `KeyboardInterrupt` raised straight from the handler is not reliable: it
+    can fire inside a garbage-collection callback of jax, which swallows it."""
+    def request_stop(signum, frame):
+        if STOP_REQUEST.is_set():
+            raise KeyboardInterrupt
+        STOP_REQUEST.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
+def _say(text):
+    print(text, flush=True)
+
+
+def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
+    """Trains the runs of `grid` (see `expand`) that this shard owns and that
+    are not finished, skipping those another runner is training.
+
+    Args:
+        grid: a `RunConfig` describing the grid, with `output_dir`,
+            `overwrite`, `shard` and `parallel_runs`.
+        arrays: the dataset, loaded from `grid.dataset` if not given.
+        verbose: `model.fit`'s; default a progress bar on a terminal, else a
+            line per epoch.
+        stop_request: a `threading.Event` that stops the run in progress.
+
+    Returns:
+        The configs of the runs this call covered, in order.
+    """
+    index, count = grid.shard_index()
+    runs = expand(grid)[index::count]
+    if arrays is None:
+        arrays = load_dataset(grid.dataset, grid.data_dir)
+    root = os.path.join(grid.output_dir, grid.experiment_name)
+    _say(f"kzero: {len(runs)} runs of {grid.experiment_name}"
+         f"{f' (shard {grid.shard})' if grid.shard else ''} -> {root}")
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"
+              for i, run in enumerate(runs, start=1)}
+    if grid.parallel_runs > 1:
+        _run_groups(runs, labels, arrays, root, grid, verbose, stop_request)
+        return runs
+    for run in runs:
+        workdir = os.path.join(root, run.variant, f"seed_{run.seed}")
+        if stop_request.is_set():
+            raise KeyboardInterrupt
+        os.makedirs(os.path.dirname(workdir), exist_ok=True)
+        with _run_lock(workdir) as locked:
+            if not locked:
+                _say(f"{labels[id(run)]}: being trained by another process, skipped")
+                continue
+            _train_one(labels[id(run)], workdir, arrays, run, verbose, stop_request)
+    return runs
+
+
+def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request):
+    """--parallel_runs: the unfinished seeds of each variant, R at a time."""
+    from kzero.parallel import train_parallel
+
+    size = grid.parallel_runs
+    _say(f"kzero: --parallel_runs={size}: up to {size} seeds per model; gradients and "
+         "symmetry are not recorded")
+    variants = {}
+    for run in runs:
+        variants.setdefault(run.variant, []).append(run)
+    for variant, members in variants.items():
+        os.makedirs(os.path.join(root, variant), exist_ok=True)
+        workdirs = {id(run): os.path.join(root, variant, f"seed_{run.seed}") for run in members}
+        todo = [run for run in members
+                if not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite)]
+        for start in range(0, len(todo), size):
+            if stop_request.is_set():
+                raise KeyboardInterrupt
+            with contextlib.ExitStack() as locks:
+                group = []
+                for run in todo[start:start + size]:
+                    if not locks.enter_context(_run_lock(workdirs[id(run)])):
+                        _say(f"{labels[id(run)]}: being trained by another process, skipped")
+                    # Another runner may have finished it since the list was made.
+                    elif not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
+                        group.append(run)
+                if not group:
+                    continue
+                seeds = tuple(run.seed for run in group)
+                configs = [run.replace(record_gradients=False, record_symmetry=False,
+                                       parallel_group=seeds) for run in group]
+                for run in group:
+                    _say(f"{labels[id(run)]}: training (group of {len(group)})")
+                    shutil.rmtree(workdirs[id(run)], ignore_errors=True)  # restarts whole
+                summaries = train_parallel(configs, [workdirs[id(run)] for run in group],
+                                           arrays, verbose, stop_request)
+                for run, summary in zip(group, summaries):
+                    _say(f"{labels[id(run)]}: {summary['status']} after "
+                         f"{summary['epochs_completed']} epochs, test accuracy "
+                         f"{summary['final_test_accuracy']} in {summary['wall_seconds']:.1f} s "
+                         f"(group of {len(group)})")
+
+
+@contextlib.contextmanager
+def _run_lock(workdir):
+    """An exclusive lock per run, so that two runners sharing an output dir
+    (different variants, shards, or the same command twice) never train the
+    same run at once. The OS drops it when the process dies, even by SIGKILL."""
+    with open(os.path.join(os.path.dirname(workdir),
+                           f".{os.path.basename(workdir)}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _skip_finished(label, workdir, overwrite):
+    """Whether the run in `workdir` has finished (and `overwrite` is off); says so."""
+    summary_path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(summary_path) or overwrite:
+        return False
+    done = read_json(summary_path)
+    _say(f"{label}: already {done['status']} (test accuracy {done['final_test_accuracy']}), "
+         "skipped")
+    return True
+
+
+def _train_one(label, workdir, arrays, config, verbose, stop_request):
+    if _skip_finished(label, workdir, config.overwrite):
+        return
+    if os.path.exists(os.path.join(workdir, CHECKPOINT)) and not config.overwrite:
+        _say(f"{label}: resuming")
+    else:
+        _say(f"{label}: training")
+        # A fresh start leaves nothing of an earlier attempt: stale event files
+        # would show up in TensorBoard next to the new ones.
+        shutil.rmtree(workdir, ignore_errors=True)
+    start = time.perf_counter()
+    _, summary = train(config, workdir, arrays, verbose=verbose, stop_request=stop_request)
+    _say(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
+         f"test accuracy {summary['final_test_accuracy']} "
+         f"in {time.perf_counter() - start:.1f} s")

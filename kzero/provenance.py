@@ -1,0 +1,50 @@
+"""Where and with what a run ran, for its `config.json`."""
+
+import platform
+
+import keras
+
+__all__ = ["accelerator", "library_versions", "stamp"]
+
+
+def library_versions():
+    import numpy
+
+    import kzero
+
+    versions = {"python": platform.python_version(), "kzero": kzero.__version__,
+                "keras": keras.__version__, "numpy": numpy.__version__}
+    backend = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module:
+        versions[module] = __import__(module).__version__
+    return versions
+
+
+def accelerator():
+    """What the backend computes on, e.g. "NVIDIA H100 80GB HBM3" or "cpu"."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return device.device_kind if device.platform != "cpu" else "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get(
+            "device_name", "gpu") if gpus else "cpu"
+    return "unknown"
+
+
+def stamp(config, input_pipeline):
+    """`config` with this process's backend, accelerator, host and library
+    versions, and the input pipeline that runs."""
+    return config.replace(backend=keras.backend.backend(), accelerator=accelerator(),
+                          host=platform.node(), versions=library_versions(),
+                          input_pipeline=input_pipeline)

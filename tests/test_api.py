@@ -1,0 +1,199 @@
+"""kzero as a library: the public API, the typed config, the registries and the
+grid called without the command line."""
+
+import json
+import math
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import kzero
+from kzero.config import ConfigError, RunConfig
+from kzero.grid import expand, run_grid
+from kzero.io import read_csv, read_json
+from kzero.optimizers import make_optimizer
+
+from conftest import REPO
+
+
+def numpy(variable):
+    return keras.ops.convert_to_numpy(variable).astype(np.float64)
+
+
+def readme_example():
+    """The first Python block of the README's library section, as printed."""
+    text = open(os.path.join(REPO, "README.md")).read()
+    section = text.split("## Use kzero from your own code", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_library_example_runs_as_printed(tmp_path, monkeypatch, data_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KZERO_DATA_DIR", data_dir)
+    namespace = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    # Its own model: zero kernels and N(0, 1) biases after apply_scheme.
+    conv, dense = namespace["conv"], namespace["dense"]
+    assert not numpy(conv.kernel).any() and not numpy(dense.kernel).any()
+    assert 0.5 < numpy(conv.bias).std() < 1.5
+    # Its run: the directory a run writes, and a model that learnt.
+    workdir = tmp_path / "runs" / "from_python"
+    summary = read_json(workdir / "summary.json")
+    assert summary == namespace["summary"] and summary["final_test_accuracy"] > 0.85
+    assert {"config.json", "metrics.csv", "model.keras"} <= set(os.listdir(workdir))
+
+
+def test_import_kzero_gives_the_public_names():
+    for name in ("FanInUniform", "RunConfig", "SCHEMES", "DATASETS", "MODELS", "OPTIMIZERS",
+                 "apply_scheme", "build_model", "load_dataset", "register_dataset",
+                 "register_model", "register_scheme", "train"):
+        assert hasattr(kzero, name), name
+    assert kzero.initializers.FanInUniform is kzero.FanInUniform
+
+
+def test_apply_scheme_gives_the_builders_weights():
+    built = kzero.build_model("mnist", "cnn", init="lecun", seed=3)
+    applied = kzero.apply_scheme(kzero.build_model("mnist", "cnn", init="zero", seed=0),
+                                 "lecun", seed=3)
+    for a, b in zip(built.weights, applied.weights):
+        np.testing.assert_array_equal(numpy(a), numpy(b))
+
+
+def nested_model():
+    inner = keras.Sequential([keras.Input((6, 6, 8)), keras.layers.Conv2D(32, 3, name="inner")],
+                             name="block")
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(8, 3, name="stem")(inputs)
+    x = keras.layers.Flatten()(inner(x))
+    x = keras.layers.Dense(64, name="hidden")(keras.layers.Reshape((16, 32))(x)[:, 0])
+    return keras.Model(inputs, keras.layers.Dense(10, name="out")(x))
+
+
+def test_apply_scheme_reaches_every_layer_of_any_model_with_its_own_fan_in():
+    model = kzero.apply_scheme(nested_model(), "lecun", seed=0)
+    fan_ins = {"stem": 3 * 3 * 4, "inner": 3 * 3 * 8, "hidden": 32, "out": 64}
+    layers = kzero.initializers.weighted_layers(model)
+    assert [layer.name for layer in layers] == list(fan_ins)
+    for layer in layers:
+        limit = 1 / math.sqrt(fan_ins[layer.name])
+        for values in (numpy(layer.kernel), numpy(layer.bias)):
+            assert np.abs(values).max() <= limit * (1 + 1e-6), layer.name
+        assert np.abs(numpy(layer.kernel)).max() > 0.9 * limit, layer.name
+    model = kzero.apply_scheme(nested_model(), "zero_normal", bias_scale=3.0, seed=0)
+    layers = kzero.initializers.weighted_layers(model)
+    assert not any(numpy(layer.kernel).any() for layer in layers)
+    biases = np.concatenate([numpy(layer.bias) for layer in layers])
+    assert 2.4 < biases.std() < 3.6  # 114 draws of N(0, 3^2)
+
+
+def test_apply_scheme_needs_a_built_model_and_a_known_scheme():
+    with pytest.raises(ValueError, match="needs a built model"):
+        kzero.apply_scheme(keras.Sequential([keras.layers.Dense(3)]), "zero_normal")
+    with pytest.raises(ValueError, match="unknown init scheme 'he'; valid: lecun, zero"):
+        kzero.apply_scheme(nested_model(), "he")
+
+
+def test_zero_schemes_need_no_fan_in_and_lecun_says_it_does():
+    kernel, bias = kzero.get_scheme("zero_uniform").initializers(bias_scale=2.0, rng=0)
+    values = numpy(bias((10_000,), "float32"))
+    assert values.min() >= 0 and 1.9 < values.max() <= 2.0
+    with pytest.raises(ValueError, match="FanInUniform needs the layer's fan_in"):
+        kzero.get_scheme("lecun").initializers(rng=0)
+
+
+def test_config_rejects_unknown_keys_and_bad_values_where_it_is_made():
+    with pytest.raises(ConfigError, match="epoch=3: not a RunConfig field"):
+        RunConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="epochs=0: must be at least 1"):
+        RunConfig(epochs=0)
+    with pytest.raises(ConfigError, match="dataset=svhn: not valid; choose from mnist, cifar10"):
+        RunConfig(dataset="svhn")
+    with pytest.raises(ConfigError, match="model=resnet50: not defined for the dataset mnist"):
+        RunConfig(model="resnet50")
+    with pytest.raises(ConfigError, match="optimizer=rmsprop: not valid; choose from adam"):
+        RunConfig(optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="bias_scales=-1: must be a positive number"):
+        RunConfig(bias_scales=(1, -1))
+    config = RunConfig(epochs=3)
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        config.replace(batch_size=0)
+    with pytest.raises(Exception):  # frozen
+        config.epochs = 4
+
+
+def test_config_json_reads_back_into_the_same_config(tmp_path):
+    config = RunConfig(dataset="cifar10", model="cnn", init="zero_uniform", bias_scale=0.5,
+                       bias_scales=("0.5", 2), models=["cnn"], parallel_group=[0, 1],
+                       optimizer="adamw", weight_decay=0.05, versions={"kzero": "x"})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    again = RunConfig.read(str(path))
+    assert again == config and again.bias_scales == (0.5, 2.0) and again.models == ("cnn",)
+    # A name that only another program registered still reads, when asked to.
+    values = {**config.to_dict(), "dataset": "someone_elses", "model": "theirs"}
+    assert RunConfig.from_dict(values, check_names=False).dataset == "someone_elses"
+    with pytest.raises(ConfigError, match="dataset=someone_elses"):
+        RunConfig.from_dict(values)
+
+
+def test_expand_makes_one_config_per_run():
+    grid = RunConfig(models=("logreg", "fnn"), inits=("lecun", "zero_normal"),
+                     bias_scales=(0.01, 100), runs=2, seed=7, base_seed=7)
+    runs = expand(grid)
+    assert [(r.variant, r.seed) for r in runs[:6]] == [
+        ("logreg_lecun", 7), ("logreg_lecun", 8), ("logreg_zero_normal_x0.01", 7),
+        ("logreg_zero_normal_x0.01", 8), ("logreg_zero_normal_x100", 7),
+        ("logreg_zero_normal_x100", 8)]
+    assert len(runs) == 2 * (1 + 2) * 2
+    assert {r.base_seed for r in runs} == {7} and runs[0].bias_scale is None
+
+
+@pytest.mark.parametrize("name,kind,settings", [
+    ("adam", keras.optimizers.Adam, {"epsilon": 1e-8, "weight_decay": None}),
+    ("sgd", keras.optimizers.SGD, {"momentum": 0.0, "weight_decay": None}),
+    ("momentum", keras.optimizers.SGD, {"momentum": 0.9, "weight_decay": None}),
+    ("adamw", keras.optimizers.AdamW, {"epsilon": 1e-8, "weight_decay": 0.01}),
+])
+def test_optimizers_are_keras_optimizers_with_the_papers_defaults(name, kind, settings):
+    optimizer = make_optimizer(name, 0.25)
+    # Under torch, Keras hands out its torch subclass of the same name.
+    assert isinstance(optimizer, kind) and type(optimizer).__name__ == kind.__name__
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == 0.25
+    for key, value in settings.items():
+        assert getattr(optimizer, key) == value, key
+    assert make_optimizer(name, 0.25, weight_decay=0.5).weight_decay == 0.5
+
+
+def test_sgd_trains_the_mnist_fnn_to_90_percent_in_one_epoch(tmp_path, mnist):
+    _, summary = kzero.train(RunConfig(optimizer="sgd", learning_rate=0.1, epochs=1,
+                                       record_gradients=False, record_symmetry=False),
+                             str(tmp_path), mnist, verbose=0)
+    assert summary["final_test_accuracy"] >= 0.9
+    assert read_json(tmp_path / "config.json")["optimizer"] == "sgd"
+
+
+def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
+    grid = RunConfig(models=("logreg",), inits=("lecun", "zero"), runs=2, epochs=1,
+                     max_examples=512, output_dir=str(tmp_path), experiment="direct",
+                     record_gradients=False)
+    runs = run_grid(grid, arrays=mnist, verbose=0)
+    assert [(r.variant, r.seed) for r in runs] == [("logreg_lecun", 0), ("logreg_lecun", 1),
+                                                   ("logreg_zero", 0), ("logreg_zero", 1)]
+    for run in runs:
+        workdir = tmp_path / "direct" / run.variant / f"seed_{run.seed}"
+        assert RunConfig.read(str(workdir / "config.json")).replace(
+            backend=None, accelerator=None, host=None, versions=None,
+            input_pipeline=None) == run
+        assert len(read_csv(workdir / "metrics.csv")) == 1
+    capsys.readouterr()
+    run_grid(grid.replace(shard="1/2"), arrays=mnist, verbose=0)
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+def test_only_the_runner_reads_flags():
+    for name in sorted(os.listdir(os.path.join(REPO, "kzero"))):
+        if name.endswith(".py") and name != "run.py":
+            assert "FLAGS" not in open(os.path.join(REPO, "kzero", name)).read(), name
