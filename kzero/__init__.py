@@ -22,8 +22,29 @@ __version__ = "0.3.0"
 
 import os  # noqa: E402
 
-# TensorFlow's C++ start-up lines, where it is imported at all.
+# TensorFlow's C++ logging, where it is imported at all.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _keras_backend_is_tensorflow():
+    """Keras' own rule, read before Keras is imported: $KERAS_BACKEND, else
+    keras.json's "backend", else tensorflow."""
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"] == "tensorflow"
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend", "tensorflow") == "tensorflow"
+    except (OSError, ValueError):
+        return True
+
+
+if _keras_backend_is_tensorflow():
+    from kzero.quiet import import_tensorflow  # noqa: E402
+
+    import_tensorflow()  # before Keras imports it, with its start-up lines
 
 from kzero import initializers, layers  # noqa: E402,F401  registers the Keras classes
 from kzero.config import ConfigError, RunConfig  # noqa: E402

@@ -26,8 +26,9 @@ from kzero.gradients import gradient_function
 from kzero.io import write_csv
 from kzero.records import METRICS_COLUMNS, is_diverged, read_rows
 
-__all__ = ["Checkpointer", "EpochMetricsLogger", "GradientRecorder", "StopOnRequest",
-           "SymmetryMonitor", "distinct_units", "dead_fraction", "gradient_statistics"]
+__all__ = ["Checkpointer", "EpochMetricsLogger", "GradientRecorder", "HParamsLogger",
+           "StopOnRequest", "SymmetryMonitor", "distinct_units", "dead_fraction",
+           "gradient_statistics"]
 
 # `model.fit` reports the test split (passed as validation data) under `val_*`.
 _FROM_KERAS = {"loss": "loss", "accuracy": "accuracy",
@@ -63,6 +64,11 @@ class _EventLog:
     def histogram(self, tag, values, step):
         if self.log_dir is not None:
             self._open().add_histogram(tag, values, step)
+
+    def summary(self, proto):
+        """A ready-made `Summary` proto (the HParams plugin's session records)."""
+        if self.log_dir is not None:
+            self._open().file_writer.add_summary(proto)
 
     def flush(self):
         if self._writer is not None:
@@ -235,6 +241,33 @@ class GradientRecorder(_RecordingCallback):
     def on_epoch_end(self, epoch, logs=None):
         write_csv(self.path, GRADIENT_COLUMNS, self.rows)
         self.events.flush()
+
+
+class HParamsLogger(_RecordingCallback):
+    """Records a run as a session of TensorBoard's HParams plugin: its
+    hyperparameters when training begins, and its end. The plugin takes the
+    metrics from the run's own scalars (`epoch/test_accuracy`, ...), so its
+    table and parallel-coordinates view compare the runs of a grid.
+
+    Args:
+        log_dir: the run's directory (its TensorBoard run).
+        hparams: {name: str, bool or number}.
+    """
+
+    def __init__(self, log_dir, hparams):
+        super().__init__(log_dir)
+        self.hparams = dict(hparams)
+
+    def on_train_begin(self, logs=None):
+        from tensorboardX.summary import hparams
+
+        _, self._session_start, self._session_end = hparams(self.hparams, {})
+        self.events.summary(self._session_start)
+        self.events.flush()
+
+    def on_train_end(self, logs=None):
+        self.events.summary(self._session_end)
+        super().on_train_end(logs)
 
 
 class StopOnRequest(keras.callbacks.Callback):

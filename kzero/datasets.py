@@ -16,16 +16,21 @@ layout (`--data_dir`, else `$KZERO_DATA_DIR`), then tensorflow-datasets
 import dataclasses
 import functools
 import os
+import pickle
 import socket
+import tarfile
+import tempfile
+import urllib.parse
 import zipfile
 from typing import Callable, Optional
 
 import numpy as np
 
+from kzero.quiet import absl_warnings_off, import_tensorflow
 from kzero.registry import Registry
 
-__all__ = ["DATASETS", "DataError", "DatasetSpec", "get_dataset", "load_dataset",
-           "register_dataset"]
+__all__ = ["DATASETS", "DataError", "DatasetSpec", "fetch_dataset", "get_dataset",
+           "load_dataset", "register_dataset"]
 
 DATA_DIR_ENV = "KZERO_DATA_DIR"
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -86,6 +91,8 @@ def register_dataset(spec, replace=False):
 
 
 def _can_reach(host, port=443, timeout=3.0):
+    """Whether a TCP connection to host:port opens within `timeout` seconds: an
+    offline download then fails at once instead of retrying for minutes."""
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return True
@@ -99,6 +106,7 @@ def _no_local_file_hint(name):
 
 
 def _tfds_builder(tfds_name):
+    import_tensorflow()
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -107,6 +115,11 @@ def _tfds_builder(tfds_name):
 
 
 def _load_tfds(name, tfds_name, download_host, image_shape):
+    with absl_warnings_off():
+        return _load_tfds_arrays(name, tfds_name, download_host, image_shape)
+
+
+def _load_tfds_arrays(name, tfds_name, download_host, image_shape):
     builder = _tfds_builder(tfds_name)
     if builder is None:
         raise DataError(f"{_no_local_file_hint(name)}, or install tensorflow-datasets to "
@@ -167,7 +180,7 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     "cifar10", npz_or_tfds("cifar10", "cifar10", "www.cs.toronto.edu", (32, 32, 3)),
     image_shape=(32, 32, 3), num_classes=10,
-    # Per-channel train-set statistics (shared/data/README.md).
+    # Per-channel statistics of the training images.
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
     baseline="cifar_logreg"))
 
@@ -177,12 +190,13 @@ def _tfds_spec(name):
     """A spec for tensorflow-datasets' `name`, or None when tfds has no such
     image-classification dataset (or is not installed)."""
     try:
-        builder = _tfds_builder(name)
+        with absl_warnings_off():
+            builder = _tfds_builder(name)
+            features = builder.info.features if builder is not None else None
     except Exception:  # tfds raises its own DatasetNotFoundError, among others
         return None
-    if builder is None:
+    if features is None:
         return None
-    features = builder.info.features
     image, label = (features[key] if key in features else None for key in ("image", "label"))
     if image is None or label is None or not hasattr(label, "num_classes"):
         return None
@@ -248,3 +262,56 @@ def load_dataset(name, data_dir=None):
     path = os.path.join(data_dir, f"{name}.npz") if data_dir else None
     _check_arrays(arrays, spec, path if path and os.path.isfile(path) else f"dataset {name}")
     return arrays
+
+
+# Where keras.datasets downloads MNIST and CIFAR-10 from. Keras' mnist.npz is
+# already kzero's layout; CIFAR-10 comes as the python-pickle batches.
+DOWNLOADS = {"mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+             "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"}
+
+
+def _read_cifar10_tarball(path):
+    """The arrays of CIFAR-10's python tarball: each batch is a pickled dict of
+    b"data" (N x 3072 uint8, channels first) and b"labels"."""
+    def batch(tar, member):
+        entry = pickle.load(tar.extractfile(f"cifar-10-batches-py/{member}"), encoding="bytes")
+        images = entry[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return images, np.asarray(entry[b"labels"], np.uint8)
+
+    with tarfile.open(path) as tar:
+        train = [batch(tar, f"data_batch_{i}") for i in range(1, 6)]
+        x_test, y_test = batch(tar, "test_batch")
+    return dict(x_train=np.concatenate([x for x, _ in train]),
+                y_train=np.concatenate([y for _, y in train]), x_test=x_test, y_test=y_test)
+
+
+def fetch_dataset(name, cache_dir, origin=None):
+    """`<cache_dir>/<name>.npz` in the keras.datasets layout, downloaded once
+    from `origin` (default: where keras.datasets gets it) for "mnist" or
+    "cifar10". Raises `DataError` at once where the origin cannot be reached."""
+    path = os.path.join(cache_dir, f"{name}.npz")
+    if os.path.isfile(path):
+        return path
+    if name not in DOWNLOADS:
+        raise DataError(f"no download known for {name}; valid: {', '.join(DOWNLOADS)}")
+    origin = origin or DOWNLOADS[name]
+    url = urllib.parse.urlsplit(origin)
+    if url.scheme != "file" and not _can_reach(
+            url.hostname, url.port or (443 if url.scheme == "https" else 80)):
+        raise DataError(f"cannot download {name}: {url.netloc} is unreachable; set "
+                        f"{DATA_DIR_ENV} to a directory holding {name}.npz")
+    import keras
+
+    os.makedirs(cache_dir, exist_ok=True)
+    try:
+        download = keras.utils.get_file(os.path.basename(url.path), origin,
+                                        cache_dir=cache_dir, cache_subdir="downloads")
+    except Exception as e:  # Keras wraps every fetch failure in a bare Exception
+        raise DataError(f"cannot download {name} from {origin} ({e}); set {DATA_DIR_ENV} "
+                        f"to a directory holding {name}.npz") from None
+    arrays = _load_npz(download) if name == "mnist" else _read_cifar10_tarball(download)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path

@@ -25,7 +25,7 @@ from kzero.config import ConfigError
 from kzero.datasets import load_dataset
 from kzero.initializers import get_scheme
 from kzero.io import read_json
-from kzero.pipelines import has_tensorflow
+from kzero.quiet import has_tensorflow
 from kzero.train import CHECKPOINT, train
 
 __all__ = ["STOP_REQUEST", "check_runnable", "expand", "handle_signals", "run_grid"]
@@ -96,6 +96,10 @@ def handle_signals():
 
 def _say(text):
     print(text, flush=True)
+
+
+def _accuracy(value):
+    return "none" if value is None else f"{value:.4f}"
 
 
 def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
@@ -179,8 +183,8 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request):
                 for run, summary in zip(group, summaries):
                     _say(f"{labels[id(run)]}: {summary['status']} after "
                          f"{summary['epochs_completed']} epochs, test accuracy "
-                         f"{summary['final_test_accuracy']} in {summary['wall_seconds']:.1f} s "
-                         f"(group of {len(group)})")
+                         f"{_accuracy(summary['final_test_accuracy'])} in "
+                         f"{summary['wall_seconds']:.1f} s (group of {len(group)})")
 
 
 @contextlib.contextmanager
@@ -204,23 +208,22 @@ def _skip_finished(label, workdir, overwrite):
     if not os.path.exists(summary_path) or overwrite:
         return False
     done = read_json(summary_path)
-    _say(f"{label}: already {done['status']} (test accuracy {done['final_test_accuracy']}), "
-         "skipped")
+    _say(f"{label}: already {done['status']} (test accuracy "
+         f"{_accuracy(done['final_test_accuracy'])}), skipped")
     return True
 
 
 def _train_one(label, workdir, arrays, config, verbose, stop_request):
     if _skip_finished(label, workdir, config.overwrite):
         return
-    if os.path.exists(os.path.join(workdir, CHECKPOINT)) and not config.overwrite:
-        _say(f"{label}: resuming")
-    else:
+    if not os.path.exists(os.path.join(workdir, CHECKPOINT)) or config.overwrite:
         _say(f"{label}: training")
         # A fresh start leaves nothing of an earlier attempt: stale event files
         # would show up in TensorBoard next to the new ones.
         shutil.rmtree(workdir, ignore_errors=True)
     start = time.perf_counter()
-    _, summary = train(config, workdir, arrays, verbose=verbose, stop_request=stop_request)
+    _, summary = train(config, workdir, arrays, verbose=verbose, stop_request=stop_request,
+                       log=lambda text: _say(f"{label}: {text}"))
     _say(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
-         f"test accuracy {summary['final_test_accuracy']} "
+         f"test accuracy {_accuracy(summary['final_test_accuracy'])} "
          f"in {time.perf_counter() - start:.1f} s")

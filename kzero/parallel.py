@@ -22,14 +22,15 @@ import time
 
 import keras
 
-from kzero.callbacks import EpochMetricsLogger, StopOnRequest
+from kzero.callbacks import EpochMetricsLogger, HParamsLogger, StopOnRequest
 from kzero.config import RunConfig
 from kzero.datasets import get_dataset
 from kzero.io import write_json
 from kzero.pipelines import resolve_pipeline
 from kzero.provenance import stamp
+from kzero.quiet import import_tensorflow
 from kzero.records import diverged_epoch, run_summary
-from kzero.train import build_run_model, compile_run_model, finish, run_pipelines
+from kzero.train import build_run_model, compile_run_model, finish, hparams_of, run_pipelines
 
 __all__ = ["train_parallel"]
 
@@ -110,6 +111,7 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None)
     `config.json` included. Batches come through the configs' pipeline, with
     NumPy's in place of tf.data (a group zips one pipeline per replica).
     Returns the runs' summaries, in order."""
+    import_tensorflow()  # Keras' saving would import it, with its start-up lines
     configs = [RunConfig.coerce(config) for config in configs]
     _check_one_variant(configs)
     pipeline = resolve_pipeline(configs[0].pipeline)
@@ -134,20 +136,23 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None)
     train_data = _Zipped([train for train, _, _ in pipelines], names)
     test_data = _Zipped([test for _, _, test in pipelines], names)
 
-    loggers = []
+    loggers, sessions = [], []
     for config, replica, workdir in zip(configs, replicas, workdirs):
         os.makedirs(workdir, exist_ok=True)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        sessions.append(HParamsLogger(workdir, hparams_of(config)))
         loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1))
-    callbacks = [*loggers] if stop_request is None else [StopOnRequest(stop_request), *loggers]
+    callbacks = [*sessions, *loggers]
+    if stop_request is not None:
+        callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()
     try:
         group.fit(train_data, validation_data=test_data, epochs=configs[0].epochs,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
                   shuffle=False)
     finally:
-        for logger in loggers:
-            logger.close()
+        for callback in [*sessions, *loggers]:
+            callback.close()
     wall = time.perf_counter() - start
     summaries = []
     for config, logger, replica, workdir in zip(configs, loggers, replicas, workdirs):

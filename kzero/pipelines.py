@@ -7,10 +7,11 @@ gives float32 images [B, H, W, C] scaled to [0, 1] (then normalised where
 asked) and int32 labels.
 """
 
-import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from kzero.quiet import has_tensorflow, import_tensorflow
 
 __all__ = ["PIPELINES", "count_steps", "epoch_order", "make_pipelines", "pad_crop_flip",
            "pad_crop_flip_device", "pad_crop_flip_numpy", "probe_batch", "resolve_pipeline"]
@@ -136,13 +137,6 @@ def resolve_pipeline(pipeline):
     return "tf" if keras.backend.backend() == "tensorflow" and has_tensorflow() else "numpy"
 
 
-def has_tensorflow():
-    try:
-        return importlib.util.find_spec("tensorflow") is not None
-    except ImportError:
-        return False
-
-
 def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalization=None,
                    augment=False, max_examples=None, pipeline="auto"):
     """Returns `(train, steps_per_epoch, test)`: input pipelines of (float32
@@ -185,7 +179,7 @@ def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalizat
 
 def _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed, steps_per_epoch,
                   initial_epoch, normalization, augment):
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     def preprocess(images, labels):
         images = _finish(tf.cast(images, tf.float32) / 255.0, normalization)

@@ -27,7 +27,7 @@ from kzero.records import diverged_epoch, read_rows
 
 __all__ = ["PAPER", "aggregate", "collect", "confidence_interval", "main"]
 
-# Final-epoch test accuracy read off the paper's figures (shared/paper/DIGEST.md).
+# Final-epoch test accuracy read off the paper's Figures 3-11 (Schicho, 2023).
 PAPER = {
     ("mnist_logreg", "logreg_lecun"): 0.925,
     ("mnist_fnn", "fnn_lecun"): 0.975,
@@ -279,10 +279,16 @@ def plot_experiment(experiment, stats_by_key, path):
 
 
 def plot_figure12(runs_by_key, path, steps=5):
-    """Box plots of each layer's kernel gradient at update steps 1..steps,
-    reference init beside zero_normal, from the first seed of a CIFAR FNN
-    experiment (drawn from the recorded quartiles, min and max). Returns what
-    was drawn, {(variant, step): {layer: (min, q25, median, q75, max)}}, or
+    """The paper's Figure 12, made to show the awakening: for each layer (a
+    row) and init (a column, reference beside zero_normal), box plots of its
+    kernel gradient at update steps 1..steps, from the first seed of the CIFAR
+    FNN experiment (drawn from the recorded quartiles, min and max). Every
+    panel has its own scale, since a layer's gradients are orders of magnitude
+    apart from the logits'; steps at which a layer's kernel gradient was
+    exactly zero are shaded, and its awakening step is marked.
+
+    Returns what was drawn, {"boxes": {(variant, step): {layer: (min, q25,
+    median, q75, max)}}, "awakening": {variant: {layer: step or None}}}, or
     None where no such runs exist."""
     import matplotlib
 
@@ -295,28 +301,41 @@ def plot_figure12(runs_by_key, path, steps=5):
                       key=lambda run: run.config.seed)
         path_csv = runs and os.path.join(runs[0].workdir, "gradients.csv")
         if path_csv and os.path.exists(path_csv):
-            panels.append((variant, [r for r in read_csv(path_csv)
-                                     if r["param"] == "kernel" and int(r["step"]) <= steps]))
+            panels.append((variant, [r for r in read_rows(path_csv)
+                                     if r["param"] == "kernel" and r["step"] <= steps]))
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), steps, figsize=(3 * steps, 3.2 * len(panels)),
-                             dpi=100, squeeze=False)
-    drawn = {}
-    for row_axes, (variant, rows) in zip(axes, panels):
-        layers = list(dict.fromkeys(r["layer"] for r in rows))
-        for step, ax in enumerate(row_axes, start=1):
-            boxes = [{"label": layer, "whislo": float(r["min"]), "q1": float(r["q25"]),
-                      "med": float(r["median"]), "q3": float(r["q75"]),
-                      "whishi": float(r["max"]), "fliers": []}
-                     for layer in layers for r in rows
-                     if r["layer"] == layer and int(r["step"]) == step]
+    layers = list(dict.fromkeys(r["layer"] for _, rows in panels for r in rows))
+    fig, axes = plt.subplots(len(layers), len(panels), figsize=(4.5 * len(panels),
+                             2.2 * len(layers)), dpi=100, squeeze=False)
+    drawn = {"boxes": {}, "awakening": {}}
+    for column, (variant, rows) in enumerate(panels):
+        awake = drawn["awakening"][variant] = {}
+        for row, layer in enumerate(layers):
+            ax = axes[row][column]
+            own = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["step"])
+            boxes = [{"label": str(r["step"]), "whislo": r["min"], "q1": r["q25"],
+                      "med": r["median"], "q3": r["q75"], "whishi": r["max"], "fliers": []}
+                     for r in own]
+            for r, box in zip(own, boxes):
+                drawn["boxes"].setdefault((variant, r["step"]), {})[layer] = tuple(
+                    box[k] for k in ("whislo", "q1", "med", "q3", "whishi"))
+            awake[layer] = next((r["step"] for r in own if r["zero_fraction"] < 1.0), None)
             if boxes:
-                ax.bxp(boxes, showfliers=False)
-                drawn[variant, step] = {box["label"]: tuple(box[k] for k in (
-                    "whislo", "q1", "med", "q3", "whishi")) for box in boxes}
-            ax.set_title(f"{variant}, step {step}", fontsize=8)
+                ax.bxp(boxes, positions=[r["step"] for r in own], showfliers=False)
+            asleep_until = awake[layer] or steps + 1
+            if asleep_until > 1:  # steps with a kernel gradient of exactly zero
+                ax.axvspan(0.5, asleep_until - 0.5, color="0.85", zorder=0)
+            if awake[layer] is not None:
+                ax.axvline(awake[layer], color="tab:red", linestyle="--", linewidth=1)
+            woke = f"wakes at step {awake[layer]}" if awake[layer] else "never wakes"
+            ax.set_title(f"{variant}: {layer}, {woke}", fontsize=8)
+            ax.set_xlim(0.5, steps + 0.5)
             ax.tick_params(labelsize=6)
-    fig.suptitle("Kernel gradients over the first update steps (CIFAR-10 FNN)")
+            if row == len(layers) - 1:
+                ax.set_xlabel("update step", fontsize=7)
+    fig.suptitle("Kernel gradients over the first update steps (CIFAR-10 FNN): grey, the "
+                 "steps at which a layer's kernel gradient is exactly 0", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -327,7 +346,7 @@ def write_report(stats_by_key, figures, path):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
              "interval, next to the value read off the paper's figures "
-             "(`shared/paper/DIGEST.md`). `inside` says whether the paper's value lies in "
+             "(Figures 3-11 of Schicho, 2023). `inside` says whether the paper's value lies in "
              "our interval. Diverged seeds are left out of the mean and listed.", ""]
     for experiment in sorted({e for e, _ in stats_by_key}):
         variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}

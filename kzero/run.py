@@ -1,6 +1,7 @@
 """Runs a grid of experiments: models x init schemes x bias scales x seeds.
 
-    python -m kzero.run --flagfile=flags/mnist_cnn.flags [--epochs=1 --runs=1 ...]
+    python -m kzero.run --flagfile=mnist_cnn [--epochs=1 --runs=1 ...]
+    kzero-run mnist_cnn [--epochs=1 ...]
 
 Each run writes `<output_dir>/<experiment>/<variant>/seed_<k>/` holding
 `config.json`, `metrics.csv`, `summary.json`, a TensorBoard event file and the
@@ -16,6 +17,7 @@ import sys
 from absl import app, flags, logging
 
 from kzero.datasets import DATASETS
+from kzero.experiments import paper_experiments, with_paper_flagfiles
 from kzero.initializers import SCHEMES
 from kzero.models import ACTIVATIONS, MODELS
 from kzero.optimizers import OPTIMIZERS
@@ -133,11 +135,24 @@ def _fail(message):
     sys.exit(2)
 
 
+HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def _print_help():
+    names = ", ".join(paper_experiments())
+    print(f"{__doc__.strip()}\n\nThe paper's experiments, by flagfile name (README, "
+          f"'Running experiments'):\n  {names}\n\nFlags:\n"
+          f"{FLAGS.module_help(sys.modules[__name__])}")
+
+
 def _parse_flags(argv):
     """absl's parser, with its errors (an unknown flag, `--epochs=abc`) turned
     into the same one-line message and exit code as every other bad flag."""
+    if any(arg in HELP for arg in argv[1:]):
+        _print_help()
+        sys.exit(0)
     try:
-        return FLAGS(argv)
+        return FLAGS(with_paper_flagfiles(argv))
     except flags.Error as e:
         _fail(str(e).splitlines()[0])
 

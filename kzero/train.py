@@ -13,8 +13,8 @@ import time
 
 import keras
 
-from kzero.callbacks import (Checkpointer, EpochMetricsLogger, GradientRecorder, StopOnRequest,
-                             SymmetryMonitor)
+from kzero.callbacks import (Checkpointer, EpochMetricsLogger, GradientRecorder, HParamsLogger,
+                             StopOnRequest, SymmetryMonitor)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
 from kzero.io import write_json
@@ -22,6 +22,7 @@ from kzero.models import INIT_SCOPES, MODELS, build_model
 from kzero.optimizers import make_optimizer
 from kzero.pipelines import count_steps, make_pipelines, probe_batch, resolve_pipeline
 from kzero.provenance import stamp
+from kzero.quiet import import_tensorflow
 from kzero.records import run_summary
 
 __all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "run_pipelines",
@@ -95,7 +96,21 @@ def run_probe(config, arrays):
     return probe_batch(arrays, config.batch_size, input_normalization(config, arrays))
 
 
-def train(config, workdir, arrays=None, verbose="auto", stop_request=None):
+# What TensorBoard's HParams tab shows of each run.
+HPARAMS = ("experiment", "dataset", "model", "init", "bias_scale", "init_scope", "activation",
+           "seed", "optimizer", "learning_rate", "weight_decay", "batch_size", "epochs",
+           "precision")
+
+
+def hparams_of(config):
+    """The run's hyperparameters for the HParams plugin; those a run does not
+    have (None: a bias scale its scheme ignores) are left out."""
+    values = {name: getattr(config, name) for name in HPARAMS}
+    values["experiment"] = config.experiment_name
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def train(config, workdir, arrays=None, verbose="auto", stop_request=None, log=None):
     """Trains one run and writes its results to `workdir`.
 
     If `workdir` holds a checkpoint of an unfinished run, training resumes
@@ -112,6 +127,8 @@ def train(config, workdir, arrays=None, verbose="auto", stop_request=None):
         stop_request: a `threading.Event`; once set, training stops at the
             next batch with `KeyboardInterrupt`, leaving the last finished
             epoch's checkpoint to resume from.
+        log: called with a line of text when the run resumes, saying after
+            which epoch.
 
     Returns:
         `(model, summary)`: the trained model and the dict written to
@@ -124,11 +141,12 @@ def train(config, workdir, arrays=None, verbose="auto", stop_request=None):
         # Variables replicated, each batch split over the local devices; the
         # callbacks and checkpoints see ordinary (replicated) variables.
         with keras.distribution.DataParallel().scope():
-            return _train(config, workdir, arrays, verbose, stop_request)
-    return _train(config, workdir, arrays, verbose, stop_request)
+            return _train(config, workdir, arrays, verbose, stop_request, log)
+    return _train(config, workdir, arrays, verbose, stop_request, log)
 
 
-def _train(config, workdir, arrays, verbose, stop_request):
+def _train(config, workdir, arrays, verbose, stop_request, log):
+    import_tensorflow()  # Keras' saving would import it, with its start-up lines
     os.makedirs(workdir, exist_ok=True)
     config = stamp(config, input_pipeline=resolve_pipeline(config.pipeline))
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
@@ -139,6 +157,8 @@ def _train(config, workdir, arrays, verbose, stop_request):
         # The optimizer's step count says which epochs the checkpoint holds;
         # rows written after it (a kill between the two) are redone.
         initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
+        if log is not None:
+            log(f"resuming after epoch {initial_epoch} of {config.epochs}")
     else:
         model = compile_run_model(build_run_model(config), config)
         initial_epoch = 0
@@ -148,7 +168,7 @@ def _train(config, workdir, arrays, verbose, stop_request):
         return os.path.join(workdir, name)
 
     metrics_logger = EpochMetricsLogger(path("metrics.csv"), workdir, initial_epoch)
-    callbacks = [metrics_logger]
+    callbacks = [HParamsLogger(workdir, hparams_of(config)), metrics_logger]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     gradient_recorder = None

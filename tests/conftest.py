@@ -3,18 +3,41 @@ import os
 import keras
 import pytest
 
-from kzero.datasets import load_dataset
-from kzero.pipelines import has_tensorflow
+from kzero.datasets import DATA_DIR_ENV, DataError, fetch_dataset, load_dataset
+from kzero.quiet import has_tensorflow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def find_data_dir(environ, shared, cache, origins=None):
+    """Where the tests read MNIST and CIFAR-10: $KZERO_DATA_DIR (CI sets it, and
+    never downloads), else the shared data beside the checkout, else a cache
+    that the first run fills by downloading them. Raises `DataError` at once
+    where none of these works."""
+    wanted = ("mnist", "cifar10")
+    given = environ.get(DATA_DIR_ENV)
+    if given:
+        missing = [n for n in wanted if not os.path.isfile(os.path.join(given, f"{n}.npz"))]
+        if missing:
+            raise DataError(f"{DATA_DIR_ENV}={given} holds no {missing[0]}.npz: point it at a "
+                            "directory holding mnist.npz and cifar10.npz, or unset it to "
+                            "download them")
+        return given
+    if all(os.path.isfile(os.path.join(shared, f"{n}.npz")) for n in wanted):
+        return shared
+    for name in wanted:
+        fetch_dataset(name, cache, (origins or {}).get(name))
+    return cache
+
+
 @pytest.fixture(scope="session")
 def data_dir():
-    path = os.environ.get("KZERO_DATA_DIR") or os.path.join(REPO, "..", "shared", "data")
-    if not os.path.isfile(os.path.join(path, "mnist.npz")):
-        pytest.fail(f"the tests read the real datasets: set KZERO_DATA_DIR to a directory "
-                    f"holding mnist.npz and cifar10.npz (looked in {path})")
+    cache = os.environ.get("KZERO_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "kzero", "data")
+    try:
+        path = find_data_dir(os.environ, os.path.join(REPO, "..", "shared", "data"), cache)
+    except DataError as e:
+        pytest.fail(f"the tests read the real datasets: {e}")
     return path
 
 

@@ -279,3 +279,63 @@ def test_pipelines_train_to_the_numpy_pipelines_metrics(tmp_path, mnist, pipelin
     for column in ("loss", "test_loss", "test_accuracy"):
         np.testing.assert_allclose([float(r[column]) for r in metrics[pipeline]],
                                    [float(r[column]) for r in metrics["numpy"]], rtol=rtol)
+
+
+def cifar10_tarball(path, arrays):
+    """CIFAR-10's python tarball, as its site serves it, holding `arrays`."""
+    import io
+    import pickle
+    import tarfile
+
+    def batch(x, y):
+        return pickle.dumps({b"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1),
+                             b"labels": [int(label) for label in y]})
+
+    parts = {f"data_batch_{i + 1}": batch(arrays["x_train"][i::5], arrays["y_train"][i::5])
+             for i in range(5)}
+    parts["test_batch"] = batch(arrays["x_test"], arrays["y_test"])
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in parts.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_a_fresh_machine_downloads_the_datasets_once_into_the_tests_cache(tmp_path, cifar10,
+                                                                         data_dir):
+    from conftest import find_data_dir
+
+    # What the download origins serve, as files (no network here).
+    small = {k: v[:40] for k, v in cifar10.items()}
+    cifar10_tarball(tmp_path / "cifar-10-python.tar.gz", small)
+    origins = {"mnist": f"file://{data_dir}/mnist.npz",
+               "cifar10": f"file://{tmp_path}/cifar-10-python.tar.gz"}
+    cache = tmp_path / "cache"
+    found = find_data_dir({}, str(tmp_path / "no_shared"), str(cache), origins)
+    assert found == str(cache)
+    # The tarball's batches, unpacked to the keras.datasets layout: the same
+    # images, in the same order, as the files they were made from.
+    loaded = load_dataset("cifar10", found)
+    train_order = np.concatenate([np.arange(i, 40, 5) for i in range(5)])
+    np.testing.assert_array_equal(loaded["x_train"], small["x_train"][train_order])
+    np.testing.assert_array_equal(loaded["y_train"], small["y_train"][train_order])
+    np.testing.assert_array_equal(loaded["x_test"], small["x_test"])
+    assert load_dataset("mnist", found)["x_train"].shape == (60000, 28, 28)
+    # Once there, nothing is fetched again: the origins may be gone.
+    assert find_data_dir({}, str(tmp_path / "no_shared"), str(cache), {
+        "mnist": "http://127.0.0.1:9/mnist.npz", "cifar10": "http://127.0.0.1:9/c.tar.gz"}) == \
+        str(cache)
+
+
+def test_an_unreachable_download_fails_at_once_with_what_to_do(tmp_path):
+    from conftest import find_data_dir
+
+    start = time.perf_counter()
+    with pytest.raises(DataError) as error:
+        find_data_dir({}, str(tmp_path / "no_shared"), str(tmp_path / "cache"),
+                      {"mnist": "http://127.0.0.1:9/mnist.npz"})
+    assert time.perf_counter() - start < 30
+    assert str(error.value) == ("cannot download mnist: 127.0.0.1:9 is unreachable; set "
+                                "KZERO_DATA_DIR to a directory holding mnist.npz")
+    with pytest.raises(DataError, match="KZERO_DATA_DIR=/nowhere holds no mnist.npz"):
+        find_data_dir({"KZERO_DATA_DIR": "/nowhere"}, str(tmp_path), str(tmp_path))

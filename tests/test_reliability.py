@@ -40,9 +40,16 @@ def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
     rerun = kzero_run(*argv, f"--output_dir={tmp_path / 'killed'}")
     output = rerun.communicate(timeout=300)[0]
     assert rerun.returncode == 0, output
-    assert "resuming" in output
     summary = read_json(workdir / "summary.json")
     assert summary["status"] == "finished" and summary["resumed_from_epoch"] >= 1
+    assert (f"fnn_zero_normal_x1/seed_0: resuming after epoch {summary['resumed_from_epoch']} "
+            "of 4") in output
+    # Each event file, the resumed run's included, holds summaries: none is empty.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    for path in glob.glob(str(workdir / "events.out.tfevents.*")):
+        assert any(event.HasField("summary") for event in EventFileLoader(path).Load()), path
+    assert (workdir / "model.keras").exists()
     rows = read_csv(workdir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     symmetry_epochs = [int(r["epoch"]) for r in read_csv(workdir / "symmetry.csv")]

@@ -107,23 +107,27 @@ def test_report_on_partial_runs_says_what_is_missing(tmp_path):
 def test_figure12_from_recorded_gradients(tmp_path):
     from kzero.callbacks import GRADIENT_COLUMNS
 
+    layers = ("dense1", "dense2", "logits")
     for variant in ("fnn_lecun", "fnn_zero_normal_x1"):
         workdir = make_run(tmp_path, "cifar_fnn", variant, 0, [0.3, 0.4, 0.45],
                            dataset="cifar10")
+        # zero_normal: layer i of 3 has a zero kernel gradient until step 4 - i.
         rows = [dict(step=step, layer=layer, param="kernel", count=10, mean=0, std=1,
                      min=-2 * step, q25=-step, median=0, q75=step, max=2 * step,
-                     zero_fraction=0)
-                for step in range(1, 6) for layer in ("dense1", "dense2", "logits")]
+                     zero_fraction=float(variant != "fnn_lecun" and step < 3 - i))
+                for step in range(1, 6) for i, layer in enumerate(layers)]
         write_csv(os.path.join(workdir, "gradients.csv"), GRADIENT_COLUMNS, rows)
     report([str(tmp_path)], str(tmp_path / "out"))
-    assert read_png(tmp_path / "out" / "figure12.png").shape[:2] == (640, 1500)
+    assert read_png(tmp_path / "out" / "figure12.png").shape[:2] == (660, 900)
     assert "figure12.png" in (tmp_path / "out" / "report.md").read_text()
     drawn = plot_figure12(collect([str(tmp_path)]), str(tmp_path / "again.png"))
-    assert set(drawn) == {(v, s) for v in ("fnn_lecun", "fnn_zero_normal_x1")
-                          for s in range(1, 6)}
-    for (variant, step), boxes in drawn.items():
-        assert list(boxes) == ["dense1", "dense2", "logits"]
+    assert set(drawn["boxes"]) == {(v, s) for v in ("fnn_lecun", "fnn_zero_normal_x1")
+                                   for s in range(1, 6)}
+    for (variant, step), boxes in drawn["boxes"].items():
+        assert list(boxes) == list(layers)
         assert set(boxes.values()) == {(-2 * step, -step, 0, step, 2 * step)}
+    assert drawn["awakening"] == {"fnn_lecun": {"dense1": 1, "dense2": 1, "logits": 1},
+                                  "fnn_zero_normal_x1": {"dense1": 3, "dense2": 2, "logits": 1}}
 
 
 def test_runs_of_the_kzero_01_numpy_pipeline_are_flagged(tmp_path):

@@ -1,0 +1,114 @@
+"""What a newcomer meets: --help, the paper's flagfiles by name, a console that
+shows only kzero's and Keras' lines, Ctrl-C, and TensorBoard's HParams tab."""
+
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kzero.io import read_json
+from kzero.train import CHECKPOINT, train
+
+from conftest import REPO
+from test_reliability import receive_sigint_as_from_a_terminal
+
+# Every line a run may print: kzero's own, and Keras' per-epoch progress.
+ALLOWED = [r"kzero: \d+ runs of \S+ -> \S+",
+           r"\[\d+/\d+\] \S+/seed_\d+: (training|resuming after epoch \d+ of \d+)",
+           r"\[\d+/\d+\] \S+/seed_\d+: finished after \d+ epochs, test accuracy \d\.\d{4} "
+           r"in [\d.]+ s",
+           r"Epoch \d+/\d+",
+           r"\d+/\d+ - \d+m?s - \d+m?s/step - accuracy: [\d.]+ - loss: [\d.]+ - "
+           r"val_accuracy: [\d.]+ - val_loss: [\d.]+"]
+
+
+def kzero_run(*argv, cwd=REPO, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "kzero.run", *argv], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.mark.once
+def test_help_exits_0_and_names_the_flagfiles():
+    result = kzero_run("--help")
+    assert result.returncode == 0, result.stderr
+    assert "mnist_cnn, mnist_cnn_scaled, mnist_fnn" in result.stdout
+    assert "Running experiments" in result.stdout and "--parallel_runs" in result.stdout
+
+
+@pytest.mark.once
+def test_a_jax_run_prints_only_kzeros_and_keras_lines(tmp_path, data_dir):
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = kzero_run("--flagfile=flags/mnist_fnn.flags", "--epochs=1", "--runs=1",
+                       "--max_examples=2048", f"--data_dir={data_dir}",
+                       f"--output_dir={tmp_path}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    strays = [line for line in lines if not any(re.fullmatch(p, line) for p in ALLOWED)]
+    assert strays == [] and len(lines) == 1 + 3 * 3  # training, progress, result per run
+
+
+@pytest.mark.once
+def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir):
+    common = ["--epochs=1", "--runs=1", "--max_examples=256", "--inits=lecun",
+              f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
+    by_flag = kzero_run("--flagfile=mnist_logreg", *common, cwd=tmp_path)
+    assert by_flag.returncode == 0, by_flag.stderr[-2000:]
+    assert read_json(tmp_path / "mnist_logreg" / "logreg_lecun" / "seed_0" / "config.json")[
+        "epochs"] == 1
+    bare = subprocess.run(["kzero-run", "cifar_logreg", *common], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    assert glob.glob(str(tmp_path / "cifar_logreg" / "logreg_lecun" / "seed_0" / "model.keras"))
+    unknown = kzero_run("--flagfile=mnist_nope", *common, cwd=tmp_path)
+    assert unknown.returncode == 2 and "mnist_nope" in unknown.stderr
+
+
+def test_ctrl_c_stops_a_run_within_about_a_second(tmp_path, data_dir):
+    argv = [sys.executable, "-m", "kzero.run", "--dataset=mnist", "--model=fnn",
+            "--inits=lecun", "--epochs=20", "--runs=1", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path}"]
+    workdir = tmp_path / "mnist_fnn" / "fnn_lecun" / "seed_0"
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=REPO, preexec_fn=receive_sigint_as_from_a_terminal)
+    deadline = time.time() + 300
+    while not (workdir / CHECKPOINT).exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.5)  # well inside the next epoch
+    sent = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    latency = time.perf_counter() - sent
+    assert process.returncode == 130, output[-2000:]
+    assert latency < 3.0, f"{latency:.1f} s from SIGINT to exit"
+
+
+def test_each_run_is_a_session_of_tensorboards_hparams_tab(tmp_path, mnist):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=0.5, seed=3,
+                  epochs=1, max_examples=512, optimizer="sgd", learning_rate=0.1,
+                  record_gradients=False, record_symmetry=False)
+    train(config, str(tmp_path), mnist, verbose=0)
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(
+        content[metadata.SESSION_START_INFO_TAG])
+    hparams = {name: getattr(value, value.WhichOneof("kind"))
+               for name, value in start.hparams.items()}
+    assert hparams == {"experiment": "mnist_fnn", "dataset": "mnist", "model": "fnn",
+                       "init": "zero_normal", "bias_scale": 0.5, "init_scope": "all",
+                       "activation": "elu", "seed": 3, "optimizer": "sgd",
+                       "learning_rate": 0.1, "batch_size": 128, "epochs": 1,
+                       "precision": "float32"}
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    # The metrics the tab shows are the run's own scalars.
+    assert "epoch/test_accuracy" in accumulator.Tags()["scalars"]
