@@ -25,8 +25,8 @@ from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import run_summary
 
-__all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "run_pipelines",
-           "train"]
+__all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "finish",
+           "hparams_of", "input_normalization", "run_pipelines", "run_probe", "train"]
 
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
