@@ -5,8 +5,9 @@ process's stderr before TF_CPP_MIN_LOG_LEVEL takes effect, so kzero imports
 TensorFlow itself, with file descriptor 2 pointed at /dev/null for the
 import. Under jax and torch, Keras imports TensorFlow when it saves a model,
 wherever TensorFlow is installed (its serializer checks for tf.TensorShape):
-kzero imports it first, quietly. Python exceptions are not touched: an import
-that fails still raises.
+kzero imports it first, quietly. Only the native lines are silenced: Python
+exceptions are not, and an installation that fails to import counts as none,
+as it does for Keras.
 """
 
 import contextlib
@@ -40,13 +41,16 @@ def _native_stderr_to_devnull():
 
 def import_tensorflow():
     """The `tensorflow` module, imported now if it is not yet, or None where
-    it is not installed."""
+    it is not installed or does not import (as Keras treats it)."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     if not has_tensorflow():
         return None
-    with _native_stderr_to_devnull():
-        import tensorflow
+    try:
+        with _native_stderr_to_devnull():
+            import tensorflow
+    except ImportError:
+        return None
     return tensorflow
 
 
