@@ -14,11 +14,7 @@ Importing kzero registers its serializable Keras classes (initializers and
 layers), so models it saved load with `keras.saving.load_model`.
 """
 
-# 0.3.0: the toolkit (RunConfig, registries, kzero.grid); a finished run keeps
-# model.keras. 0.2.0: the NumPy input pipeline reshuffles every epoch (0.1.0
-# replayed the first epoch's order under model.fit); kzero.report flags runs
-# made before.
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 import os  # noqa: E402
 
@@ -50,16 +46,20 @@ from kzero import initializers, layers  # noqa: E402,F401  registers the Keras c
 from kzero.config import ConfigError, RunConfig  # noqa: E402
 from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # noqa: E402
                             load_dataset, register_dataset)
-from kzero.initializers import (SCHEMES, FanInUniform, Scheme, apply_scheme,  # noqa: E402
-                                get_scheme, register_scheme)
+from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform,  # noqa: E402
+                                NumpyNormal, NumpyUniform, Scheme, apply_scheme, get_scheme,
+                                register_scheme)
 from kzero.layers import BatchNormalization  # noqa: E402
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
                           build_model, register_model)
 from kzero.optimizers import OPTIMIZERS, register_optimizer  # noqa: E402
+from kzero.protocols import PROTOCOLS, Protocol, register_protocol  # noqa: E402
 from kzero.train import train  # noqa: E402
 
 __all__ = ["ACTIVATIONS", "BatchNormalization", "ConfigError", "DATASETS", "DataError",
-           "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec", "OPTIMIZERS",
-           "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model", "get_dataset",
-           "get_scheme", "initializers", "layers", "load_dataset", "register_dataset",
-           "register_model", "register_optimizer", "register_scheme", "train"]
+           "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec",
+           "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform", "OPTIMIZERS", "PROTOCOLS",
+           "Protocol", "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model",
+           "get_dataset", "get_scheme", "initializers", "layers", "load_dataset",
+           "register_dataset", "register_model", "register_optimizer", "register_protocol",
+           "register_scheme", "train"]

@@ -24,9 +24,10 @@ import numpy as np
 
 from kzero.gradients import gradient_function
 from kzero.io import write_csv
-from kzero.records import METRICS_COLUMNS, is_diverged, read_rows
+from kzero.records import HOLDOUT_COLUMNS, METRICS_COLUMNS, is_diverged, read_rows
 
 __all__ = ["Checkpointer", "EpochMetricsLogger", "GradientRecorder", "HParamsLogger",
+           "HoldoutEvaluator",
            "StopOnRequest", "SymmetryMonitor", "distinct_units", "dead_fraction",
            "gradient_statistics"]
 
@@ -123,13 +124,18 @@ class EpochMetricsLogger(_RecordingCallback):
         initial_epoch: when a run resumes, the epochs already done: the
             file's rows up to that epoch are kept, later ones redone.
         stop_on_divergence: whether a diverged epoch stops training.
+        holdout: also write `holdout_loss` and `holdout_accuracy`, which a
+            `HoldoutEvaluator` earlier in the callback list puts in the logs.
     """
 
-    def __init__(self, filename, log_dir=None, initial_epoch=0, stop_on_divergence=True):
+    def __init__(self, filename, log_dir=None, initial_epoch=0, stop_on_divergence=True,
+                 holdout=False):
         super().__init__(log_dir)
         self.path = filename
         self.rows = _resumed_rows(filename, "epoch", initial_epoch)
         self.stop_on_divergence = stop_on_divergence
+        self.columns = METRICS_COLUMNS[:3] + (HOLDOUT_COLUMNS if holdout else []) + \
+            METRICS_COLUMNS[3:]
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -141,16 +147,41 @@ class EpochMetricsLogger(_RecordingCallback):
                "seconds": round(time.perf_counter() - self._epoch_start, 3)}
         for column, key in _FROM_KERAS.items():
             row[column] = float(logs.get(key, math.nan))
+        for column in self.columns:
+            if column in HOLDOUT_COLUMNS:
+                row[column] = float(logs.get(column, math.nan))
         if self.stop_on_divergence and is_diverged(row["loss"], row["test_loss"]):
             # Checked per epoch, not per batch like keras.callbacks.TerminateOnNaN:
             # any batch-end callback makes Keras wait for every step to finish
             # before dispatching the next one.
             self.model.stop_training = True
         self.rows.append(row)
-        write_csv(self.path, METRICS_COLUMNS, self.rows)
-        for column in METRICS_COLUMNS[1:]:
+        write_csv(self.path, self.columns, self.rows)
+        for column in self.columns[1:]:
             self.events.scalar(f"epoch/{column}", row[column], epoch + 1)
         self.events.flush()
+
+
+class HoldoutEvaluator(keras.callbacks.Callback):
+    """Evaluates the model on a hold-out (validation) split after every epoch
+    and adds `holdout_loss` and `holdout_accuracy` to the epoch's logs, for
+    the callbacks after it (`EpochMetricsLogger`).
+
+    Args:
+        data: the hold-out split as an evaluation pipeline
+            (`kzero.pipelines.make_eval_pipeline`).
+    """
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        results = self.model.evaluate(self.data, verbose=0, return_dict=True)
+        logs["holdout_loss"] = float(results["loss"])
+        logs["holdout_accuracy"] = float(results["accuracy"])
 
 
 # The default schedule: every one of the first 5 steps (Figure 12), then

@@ -84,6 +84,16 @@ class RunConfig:
         save_model: keep the trained model as `model.keras`.
         data_dir: where `<dataset>.npz` is; None: $KZERO_DATA_DIR, else
             tensorflow-datasets.
+        protocol: a name in `kzero.protocols.PROTOCOLS`: "paper_text" (the
+            default) or "paper_code" (the authors' code where the text is
+            silent). It gives the next five fields their values where they
+            are None, and may impose `epochs` (see `kzero.protocols`).
+        holdout: training examples held out per run as a validation split
+            (metrics.csv's holdout_loss and holdout_accuracy).
+        order: "epoch" (reshuffled every epoch) or "fixed" (one order).
+        bn_statistics: "moving" or "batch" statistics for test batches.
+        normalization_std: "dataset" or "kuangliu" (ResNet inputs).
+        crop_fill: "mean" or "black" padding of the ResNet's random crops.
 
     The grid (what the command line asked for; `kzero.grid` expands it):
         experiment, models, inits, bias_scales, runs, base_seed,
@@ -93,7 +103,9 @@ class RunConfig:
 
     Provenance (filled in when the run trains):
         backend, accelerator, host, versions, input_pipeline, command,
-        parallel_group.
+        parallel_group, and init_stream: where the initial weights were drawn
+        (`kzero.initializers.INIT_STREAM`; None in runs of kzero before 0.4,
+        whose weights came from each backend's own generator).
     """
 
     # What the run trains.
@@ -120,6 +132,12 @@ class RunConfig:
     record_symmetry: bool = True
     save_model: bool = True
     data_dir: Optional[str] = None
+    protocol: str = "paper_text"
+    holdout: Optional[int] = None
+    order: Optional[str] = None
+    bn_statistics: Optional[str] = None
+    normalization_std: Optional[str] = None
+    crop_fill: Optional[str] = None
     # The grid.
     experiment: Optional[str] = None
     models: tuple = ("fnn",)
@@ -140,6 +158,7 @@ class RunConfig:
     input_pipeline: Optional[str] = None
     command: Optional[str] = None
     parallel_group: Optional[tuple] = None
+    init_stream: Optional[str] = None
 
     def __post_init__(self):
         for name in ("models", "inits", "bias_scales", "parallel_group", "extensions"):
@@ -152,9 +171,22 @@ class RunConfig:
         if self.bias_scale is not None:
             object.__setattr__(self, "bias_scale",
                                _positive_number("bias_scale", self.bias_scale))
+        self._apply_protocol()
         self._check_values()
         if _CHECK_NAMES.get():
             self._check_names()
+
+    def _apply_protocol(self):
+        from kzero.protocols import PROTOCOLS
+
+        _one_of("protocol", self.protocol, PROTOCOLS)
+        protocol = PROTOCOLS.get(self.protocol)
+        for name, value in protocol.settings().items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        imposed = protocol.epochs.get((self.dataset, self.model))
+        if imposed is not None:
+            object.__setattr__(self, "epochs", imposed)
 
     def _check_values(self):
         _one_of("pipeline", self.pipeline, PIPELINES)
@@ -167,6 +199,17 @@ class RunConfig:
             _integer(name, getattr(self, name), minimum=0)
         if self.max_examples is not None:
             _integer("max_examples", self.max_examples, minimum=1)
+        from kzero.protocols import BN_STATISTICS, CROP_FILLS, NORMALIZATION_STDS, ORDERS
+
+        _integer("holdout", self.holdout, minimum=0)
+        _one_of("order", self.order, ORDERS)
+        _one_of("bn_statistics", self.bn_statistics, BN_STATISTICS)
+        _one_of("normalization_std", self.normalization_std, NORMALIZATION_STDS)
+        _one_of("crop_fill", self.crop_fill, CROP_FILLS)
+        if self.holdout and self.parallel_runs > 1:
+            raise ConfigError("parallel_runs", self.parallel_runs,
+                              f"a parallel group does not evaluate a hold-out (holdout="
+                              f"{self.holdout}); use --parallel_runs=1")
         _positive_number("learning_rate", self.learning_rate)
         if self.weight_decay is not None and not (
                 isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
@@ -203,6 +246,17 @@ class RunConfig:
                     if reason:
                         raise ConfigError(field, value, f"not defined for the dataset "
                                           f"{self.dataset}; {reason}")
+                    if MODELS.get(value).normalize:
+                        self._check_std()
+
+    def _check_std(self):
+        from kzero.protocols import alternative_std
+
+        try:
+            alternative_std(self.normalization_std, self.dataset)
+        except ValueError as e:
+            raise ConfigError("normalization_std", self.normalization_std,
+                              f"{e}; use --normalization_std=dataset") from None
 
     def shard_index(self):
         """(i, n) from `shard` "i/n"; (0, 1) without one."""
@@ -222,6 +276,12 @@ class RunConfig:
 
     @property
     def variant(self):
+        """`base_variant`, plus `protocol_suffix`: the name of the run's
+        directory under its experiment."""
+        return self.base_variant + self.protocol_suffix
+
+    @property
+    def base_variant(self):
         """`<model>_<init>`, plus `_x<scale>` for the schemes that use a bias
         scale and `_<init_scope>` for a scope other than "all"."""
         name = f"{self.model}_{self.init}"
@@ -230,6 +290,30 @@ class RunConfig:
         if self.init_scope != "all":
             name += f"_{self.init_scope}"
         return name
+
+    @property
+    def protocol_departures(self):
+        """The settings that depart from the protocol's, one short name each,
+        e.g. ["holdout7000", "fixed_order"]."""
+        from kzero.protocols import PROTOCOLS
+
+        names = {"holdout": "holdout{}", "order": "{}_order", "bn_statistics": "bn_{}",
+                 "normalization_std": "{}_std", "crop_fill": "{}_crop"}
+        return [names[name].format(getattr(self, name))
+                for name, default in PROTOCOLS.get(self.protocol).settings().items()
+                if getattr(self, name) != default]
+
+    @property
+    def protocol_suffix(self):
+        """"" under paper_text with its own settings; else `_<protocol>` for
+        another protocol, then `_<departure>` for each of `protocol_departures`."""
+        suffix = "" if self.protocol == "paper_text" else f"_{self.protocol}"
+        return suffix + "".join(f"_{part}" for part in self.protocol_departures)
+
+    @property
+    def protocol_label(self):
+        """The protocol and its departures, e.g. "paper_text + holdout7000"."""
+        return " + ".join([self.protocol, *self.protocol_departures])
 
     def replace(self, **changes):
         """A copy with `changes`, validated like a new config."""

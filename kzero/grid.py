@@ -124,6 +124,10 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
     root = os.path.join(grid.output_dir, grid.experiment_name)
     _say(f"kzero: {len(runs)} runs of {grid.experiment_name}"
          f"{f' (shard {grid.shard})' if grid.shard else ''} -> {root}")
+    for model, epochs in sorted({(run.model, run.epochs) for run in runs
+                                 if run.epochs != grid.epochs}):
+        _say(f"kzero: --protocol={grid.protocol} trains {model} on {grid.dataset} for {epochs} "
+             f"epochs, not --epochs={grid.epochs} (kzero.protocols)")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"

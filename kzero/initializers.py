@@ -1,10 +1,15 @@
 """Initializers and the named init schemes of the paper.
 
 A *scheme* decides the kernel and bias initializer of every conv and dense
-layer of a model. Keras' own initializers express every distribution the paper
-uses except one: PyTorch's default bias init, U(-1/sqrt(fan_in), +1/sqrt(fan_in)),
+layer of a model. Every random value a scheme draws comes from NumPy, from
+an integer seed: Keras' own random initializers draw from each backend's
+generator, so the same seed would give different initial weights under jax,
+tensorflow and torch. With the initializers here, one seed gives bit-identical
+initial weights under every backend, and runs can be compared run for run.
+
+`FanInUniform` is PyTorch's default bias init, U(-1/sqrt(fan_in), +1/sqrt(fan_in)),
 whose bounds depend on the *kernel's* fan-in, which a bias initializer cannot
-see. `FanInUniform` fills that gap.
+see.
 
 `apply_scheme` gives any built Keras model (Sequential, functional, nested) a
 scheme's initial weights; the paper's builders pass the scheme's initializers
@@ -12,19 +17,114 @@ to each layer as they create it.
 """
 
 import math
+import zlib
 
 import keras
 import numpy as np
 
 from kzero.registry import Registry
 
-__all__ = ["FanInUniform", "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme",
+__all__ = ["INIT_STREAM", "FanInUniform", "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform",
+           "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme", "layer_rng",
            "register_scheme", "weighted_layers"]
+
+# Which random stream initial weights are drawn from; a run's config.json
+# records it. Runs without it drew from each backend's own generator.
+INIT_STREAM = "numpy-1"
+
+
+def _numpy_seed(initializer):
+    seed = initializer.seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{type(initializer).__name__} draws with NumPy and needs an integer "
+                         f"seed (or None); got {seed!r}")
+    return seed
+
+
+def _to_tensor(values, dtype):
+    """float64 NumPy draws as a backend tensor of `dtype`, rounded by NumPy so
+    that every backend gets the same bits."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype in ("float16", "float32", "float64"):
+        return keras.ops.convert_to_tensor(values.astype(dtype), dtype=dtype)
+    return keras.ops.cast(keras.ops.convert_to_tensor(values.astype(np.float32)), dtype)
 
 
 @keras.saving.register_keras_serializable(package="kzero")
-class FanInUniform(keras.initializers.RandomUniform):
-    """Uniform initializer U(-1/sqrt(fan_in), +1/sqrt(fan_in)).
+class NumpyNormal(keras.initializers.RandomNormal):
+    """Normal initializer N(mean, stddev^2), drawn by NumPy.
+
+    `keras.initializers.RandomNormal` with the same arguments and config, but
+    the values come from `numpy.random.default_rng(seed)`, so they are the
+    same under every Keras backend. An initializer seeded with an integer
+    produces the same values on every call.
+
+    Examples:
+
+    >>> initializer = NumpyNormal(mean=0.0, stddev=1.0, seed=0)
+    >>> values = initializer(shape=(500,))
+    >>> layer = keras.layers.Dense(500, bias_initializer=NumpyNormal(seed=1))
+
+    Args:
+        mean: mean of the values.
+        stddev: standard deviation of the values.
+        seed: a Python integer, or None for a seed drawn once, at construction.
+    """
+
+    def __call__(self, shape, dtype=None):
+        rng = np.random.default_rng(_numpy_seed(self))
+        return _to_tensor(self.mean + self.stddev * rng.standard_normal(shape), dtype)
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class NumpyUniform(keras.initializers.RandomUniform):
+    """Uniform initializer U[minval, maxval), drawn by NumPy.
+
+    `keras.initializers.RandomUniform` with the same arguments and config, but
+    the values come from `numpy.random.default_rng(seed)`, so they are the
+    same under every Keras backend.
+
+    Examples:
+
+    >>> initializer = NumpyUniform(minval=0.0, maxval=1.0, seed=0)
+    >>> values = initializer(shape=(500,))
+
+    Args:
+        minval: lower bound of the values (included).
+        maxval: upper bound of the values (excluded).
+        seed: a Python integer, or None for a seed drawn once, at construction.
+    """
+
+    def __call__(self, shape, dtype=None):
+        rng = np.random.default_rng(_numpy_seed(self))
+        return _to_tensor(rng.uniform(self.minval, self.maxval, shape), dtype)
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class NumpyGlorotUniform(keras.initializers.GlorotUniform):
+    """Glorot (Xavier) uniform initializer, U(-limit, limit) with limit
+    sqrt(6 / (fan_in + fan_out)), fans as Keras computes them, drawn by NumPy.
+
+    `keras.initializers.GlorotUniform` with the same config, but the values
+    come from `numpy.random.default_rng(seed)`.
+
+    Args:
+        seed: a Python integer, or None for a seed drawn once, at construction.
+    """
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        receptive_field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in = shape[-2] * receptive_field if len(shape) > 1 else shape[0]
+        fan_out = shape[-1] * receptive_field
+        limit = math.sqrt(6.0 / max(1, fan_in + fan_out))
+        rng = np.random.default_rng(_numpy_seed(self))
+        return _to_tensor(rng.uniform(-limit, limit, shape), dtype)
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class FanInUniform(NumpyUniform):
+    """Uniform initializer U(-1/sqrt(fan_in), +1/sqrt(fan_in)), drawn by NumPy.
 
     This is PyTorch's default for the weights *and* biases of `Linear` and
     `Conv2d`, the reference initialization of the paper. It differs from Keras'
@@ -44,9 +144,9 @@ class FanInUniform(keras.initializers.RandomUniform):
             `in_features` for a dense layer, `in_channels * kh * kw` for a
             convolution. Given explicitly because a bias initializer only sees
             the bias' own shape.
-        seed: A Python integer or instance of `keras.random.SeedGenerator`,
-            as for Keras' own random initializers. An initializer seeded with
-            an integer produces the same values on every call.
+        seed: a Python integer, or None for a seed drawn once, at construction.
+            An initializer seeded with an integer produces the same values on
+            every call, under every backend.
     """
 
     def __init__(self, fan_in, seed=None):
@@ -62,12 +162,11 @@ class FanInUniform(keras.initializers.RandomUniform):
         return {"fan_in": self.fan_in, "seed": super().get_config()["seed"]}
 
 
-def _pytorch_default_kernel(seed):
-    # VarianceScaling(1/3, fan_in, uniform) has limit sqrt(3 * (1/3) / fan_in),
-    # i.e. 1/sqrt(fan_in), with Keras computing fan_in = in_channels * kh * kw.
-    return keras.initializers.VarianceScaling(
-        scale=1.0 / 3.0, mode="fan_in", distribution="uniform", seed=seed
-    )
+def layer_rng(seed, layer_key):
+    """The generator a layer's kernel and bias seeds are drawn from: a
+    function of the run's seed and the layer's name (or other key) alone, so
+    that a layer's initial weights do not depend on the other layers."""
+    return np.random.default_rng([seed, zlib.crc32(str(layer_key).encode())])
 
 
 class Scheme:
@@ -93,9 +192,8 @@ class Scheme:
 
         `fan_in` (the kernel's inputs per unit) is needed only by schemes whose
         bounds depend on it, such as `lecun`. `rng` is a `numpy.random.Generator`
-        or an integer seed; a model builder passes one generator for all its
-        layers, so that every layer gets its own seeds and the whole model is
-        reproducible from one base seed.
+        or an integer seed, from which the kernel's and the bias' seeds are
+        drawn; the model builders pass `layer_rng(run_seed, layer_name)`.
         """
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         kernel_seed, bias_seed = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
@@ -120,7 +218,7 @@ for _scheme in [
         "the paper's reference: PyTorch's default, kernel and bias "
         "U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
         lambda fan_in, scale, ks, bs: (
-            _pytorch_default_kernel(ks),
+            FanInUniform(fan_in, seed=ks),
             FanInUniform(fan_in, seed=bs),
         ),
     ),
@@ -137,7 +235,7 @@ for _scheme in [
         "zero kernels, biases N(0, 1) * bias_scale",
         lambda fan_in, scale, ks, bs: (
             keras.initializers.Zeros(),
-            keras.initializers.RandomNormal(mean=0.0, stddev=scale, seed=bs),
+            NumpyNormal(mean=0.0, stddev=scale, seed=bs),
         ),
         uses_bias_scale=True,
     ),
@@ -146,7 +244,7 @@ for _scheme in [
         "zero kernels, biases U[0, 1) * bias_scale",
         lambda fan_in, scale, ks, bs: (
             keras.initializers.Zeros(),
-            keras.initializers.RandomUniform(minval=0.0, maxval=scale, seed=bs),
+            NumpyUniform(minval=0.0, maxval=scale, seed=bs),
         ),
         uses_bias_scale=True,
     ),
@@ -154,7 +252,7 @@ for _scheme in [
         "keras_default",
         "Keras' default: glorot_uniform kernels, zero biases",
         lambda fan_in, scale, ks, bs: (
-            keras.initializers.GlorotUniform(seed=ks),
+            NumpyGlorotUniform(seed=ks),
             keras.initializers.Zeros(),
         ),
     ),
@@ -194,9 +292,13 @@ def fan_in_of(layer):
 def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
     """Gives every dense and convolution layer of a built Keras model the
     initial weights of `scheme` (a name or a `Scheme`), each layer's fan-in
-    worked out from its kernel. Layers are visited in `model.layers` order and
-    seeded from one generator, so the result is a function of (model, scheme,
-    bias_scale, seed). The layers also keep the initializers, so a saved model
+    worked out from its kernel. Each layer is seeded from (seed, its name), as
+    the paper's builders seed theirs, so a model built by `build_model` with
+    one scheme and given another here has the weights `build_model` gives the
+    other. Name your layers: Keras' generated names (`dense_1`, ...) depend on
+    what the process built before. The result is then a function of
+    (architecture, layer names, scheme, bias_scale, seed), the same under
+    every backend. The layers also keep the initializers, so a saved model
     records them. Returns `model`.
 
     >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
@@ -206,9 +308,9 @@ def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
     if not model.built:
         raise ValueError("apply_scheme needs a built model: give it a keras.Input "
                          "or call it on a batch first")
-    rng = np.random.default_rng(seed)
     for layer in weighted_layers(model):
-        kernel_init, bias_init = scheme.initializers(fan_in_of(layer), bias_scale, rng)
+        kernel_init, bias_init = scheme.initializers(fan_in_of(layer), bias_scale,
+                                                     layer_rng(seed, layer.name))
         layer.kernel_initializer = kernel_init
         layer.kernel.assign(kernel_init(layer.kernel.shape, layer.kernel.dtype))
         if getattr(layer, "bias", None) is not None:

@@ -23,12 +23,19 @@ class BatchNormalization(keras.layers.Layer):
     Args:
         momentum: momentum of the moving statistics (PyTorch's 0.1 is 0.9 here).
         epsilon: added to the variance before the square root.
+        test_statistics: "moving" (Keras' rule) or "batch": outside training
+            too, normalise with the batch's own statistics, as a PyTorch model
+            never switched to `eval()` does (the paper's code); the moving
+            statistics are then still updated in training, and never used.
     """
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, **kwargs):
+    def __init__(self, momentum=0.99, epsilon=1e-3, test_statistics="moving", **kwargs):
         super().__init__(**kwargs)
+        if test_statistics not in ("moving", "batch"):
+            raise ValueError(f"test_statistics must be moving or batch; got {test_statistics!r}")
         self.momentum = momentum
         self.epsilon = epsilon
+        self.test_statistics = test_statistics
 
     def build(self, input_shape):
         shape = (input_shape[-1],)
@@ -45,15 +52,16 @@ class BatchNormalization(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         inputs = ops.cast(inputs, "float32")
-        if training:
+        if training or self.test_statistics == "batch":
             axes = list(range(len(inputs.shape) - 1))
             mean = ops.mean(inputs, axis=axes)
             variance = ops.mean(ops.square(inputs - mean), axis=axes)
+        if training:
             self.moving_mean.assign(
                 self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(
                 self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
+        elif self.test_statistics == "moving":
             mean, variance = self.moving_mean, self.moving_variance
         scale = self.gamma * ops.rsqrt(variance + self.epsilon)
         return ops.cast((inputs - mean) * scale + self.beta, self.compute_dtype)
@@ -62,4 +70,5 @@ class BatchNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
+                "test_statistics": self.test_statistics}

@@ -17,9 +17,8 @@ import dataclasses
 from typing import Callable, Optional
 
 import keras
-import numpy as np
 
-from kzero.initializers import get_scheme
+from kzero.initializers import get_scheme, layer_rng
 from kzero.layers import BatchNormalization
 from kzero.registry import Registry
 
@@ -30,18 +29,15 @@ ACTIVATIONS = Registry("activation")
 for _name in ["elu", "relu", "leaky_relu", "selu", "sigmoid", "tanh"]:
     ACTIVATIONS.register(_name, getattr(keras.activations, _name))
 
-# BatchNormalization with PyTorch's defaults (the paper's code): momentum 0.1
-# there is 0.9 here, and eps 1e-5. kzero's own layer: see kzero/layers.py.
-_BN = dict(momentum=0.9, epsilon=1e-5)
-
 
 class LayerFactory:
     """Creates conv and dense layers with the scheme's initializers: what a
     model builder gets to make its weighted layers with.
 
-    One numpy generator seeded from the run's seed hands out a fresh pair of
-    seeds per layer, in build order, so a model is a pure function of
-    (architecture, scheme, bias_scale, seed).
+    Each layer's kernel and bias seeds come from (the run's seed, the layer's
+    name), and the initializers draw with NumPy, so a model is a pure function
+    of (architecture, scheme, bias_scale, seed), the same under every backend,
+    and adding a layer leaves the other layers' initial weights as they were.
 
     Args:
         scheme: a scheme name in `kzero.initializers.SCHEMES`, or a `Scheme`.
@@ -50,23 +46,26 @@ class LayerFactory:
         seed: the model's seed.
         initialized_layers: if given, only the layers of these names get
             `scheme`; the others get the reference (`lecun`) init.
+        bn_statistics: what `batch_norm` layers normalise test batches with:
+            "moving" or "batch" (see `kzero.layers.BatchNormalization`).
     """
 
-    def __init__(self, scheme, bias_scale, activation, seed, initialized_layers=None):
+    def __init__(self, scheme, bias_scale, activation, seed, initialized_layers=None,
+                 bn_statistics="moving"):
+        self.bn_statistics = bn_statistics
         self.scheme = get_scheme(scheme)
         self.bias_scale = bias_scale
         self.activation = ACTIVATIONS.get(activation)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.default_scheme = get_scheme("lecun")
         self.initialized_layers = initialized_layers
 
     def _initializers(self, name, fan_in):
-        # Draw seeds even for layers left at the default, so that choosing
-        # `initialized_layers` does not shift the seeds of the other layers.
         scheme = self.scheme
         if self.initialized_layers is not None and name not in self.initialized_layers:
             scheme = self.default_scheme
-        kernel_init, bias_init = scheme.initializers(fan_in, self.bias_scale, self.rng)
+        kernel_init, bias_init = scheme.initializers(fan_in, self.bias_scale,
+                                                     layer_rng(self.seed, name))
         return dict(kernel_initializer=kernel_init, bias_initializer=bias_init)
 
     def dense(self, x, units, name, activate=True):
@@ -78,15 +77,28 @@ class LayerFactory:
         )(x)
 
     def conv(self, x, filters, size, name, strides=1, activate=True):
+        padding = "same"
+        if strides > 1 and size > 1:
+            # PyTorch's padding=size//2 on every side, as in the paper's code:
+            # Keras' "same" pads an even input only at the bottom and right
+            # under stride 2, which shifts the sampled pixels by one against
+            # the stride-2 1x1 shortcut that the output is added to.
+            x = keras.layers.ZeroPadding2D((size - 1) // 2, name=f"{name}_pad")(x)
+            padding = "valid"
         return keras.layers.Conv2D(
             filters,
             size,
             strides=strides,
-            padding="same",
+            padding=padding,
             activation=self.activation if activate else None,
             name=name,
             **self._initializers(name, x.shape[-1] * size * size),
         )(x)
+
+    def batch_norm(self, x, name):
+        # PyTorch's defaults (the paper's code): its momentum 0.1 is 0.9 here.
+        return BatchNormalization(momentum=0.9, epsilon=1e-5, test_statistics=self.bn_statistics,
+                                  name=name)(x)
 
     def act(self, x, name):
         return keras.layers.Activation(self.activation, name=name)(x)
@@ -123,7 +135,7 @@ def _cnn(f, x, num_classes):
             conv_index += 1
             x = f.conv(x, width, 3, f"conv{conv_index}")
         x = keras.layers.MaxPooling2D(2, name=f"pool{stage}")(x)
-        x = BatchNormalization(name=f"bn{stage}", **_BN)(x)
+        x = f.batch_norm(x, f"bn{stage}")
     x = keras.layers.Flatten(name="flatten")(x)
     x = f.dense(x, 1024, "dense1")
     x = f.dense(x, 512, "dense2")
@@ -135,22 +147,22 @@ def _bottleneck(f, x, planes, strides, name):
     every conv, the model's activation instead of ReLU, no BN after conv1."""
     out = f.conv(x, planes, 1, f"{name}_conv1")
     out = f.conv(out, planes, 3, f"{name}_conv2", strides=strides, activate=False)
-    out = BatchNormalization(name=f"{name}_bn2", **_BN)(out)
+    out = f.batch_norm(out, f"{name}_bn2")
     out = f.act(out, f"{name}_act2")
     out = f.conv(out, 4 * planes, 1, f"{name}_conv3", activate=False)
-    out = BatchNormalization(name=f"{name}_bn3", **_BN)(out)
+    out = f.batch_norm(out, f"{name}_bn3")
     shortcut = x
     if strides != 1 or x.shape[-1] != 4 * planes:
         shortcut = f.conv(x, 4 * planes, 1, f"{name}_shortcut_conv", strides=strides,
                           activate=False)
-        shortcut = BatchNormalization(name=f"{name}_shortcut_bn", **_BN)(shortcut)
+        shortcut = f.batch_norm(shortcut, f"{name}_shortcut_bn")
     out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
     return f.act(out, f"{name}_out")
 
 
 def _resnet50(f, x, num_classes):
     x = f.conv(x, 64, 3, "stem_conv", activate=False)
-    x = BatchNormalization(name="stem_bn", **_BN)(x)
+    x = f.batch_norm(x, "stem_bn")
     x = f.act(x, "stem_act")
     for stage, (planes, blocks, strides) in enumerate(
         [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1
@@ -216,7 +228,8 @@ INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
 
 
 def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activation="elu",
-                seed=0, initialized_layers=None, *, input_shape=None, num_classes=None):
+                seed=0, initialized_layers=None, *, input_shape=None, num_classes=None,
+                bn_statistics="moving"):
     """Builds a registered model, uncompiled, with logits as output.
 
     Args:
@@ -234,6 +247,8 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
             every layer.
         input_shape, num_classes: the input (with a channel axis) and the
             number of classes, where no dataset is given.
+        bn_statistics: "moving" (Keras' rule) or "batch": what the batch
+            norm layers normalise test batches with.
     """
     from kzero.datasets import get_dataset
 
@@ -247,7 +262,8 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
     reason = model_spec.unsupported(input_shape)
     if reason:
         raise ValueError(f"model {model!r} is not defined for dataset {name!r}: {reason}")
-    factory = LayerFactory(init, bias_scale, activation, seed, initialized_layers)
+    factory = LayerFactory(init, bias_scale, activation, seed, initialized_layers,
+                           bn_statistics)
     inputs = keras.Input(tuple(input_shape), name="images")
     outputs = model_spec.build(factory, inputs, num_classes)
     return keras.Model(inputs, outputs, name=f"{name}_{model}")

@@ -14,25 +14,31 @@ import numpy as np
 from kzero.quiet import has_tensorflow, import_tensorflow
 
 __all__ = ["PIPELINES", "count_steps", "epoch_order", "make_pipelines", "pad_crop_flip",
-           "pad_crop_flip_device", "pad_crop_flip_numpy", "probe_batch", "resolve_pipeline"]
+           "pad_crop_flip_device", "pad_crop_flip_numpy", "probe_batch", "resolve_pipeline",
+           "make_eval_pipeline", "split_holdout"]
 
 
 # The paper's ResNet-50 augmentation: pad by 4, crop back to 32x32.
 CROP_PAD = 4
 
 
-def pad_crop_flip(images, seed, pad=CROP_PAD):
-    """Per image: zero-pad by `pad`, crop back to the original size at a random
-    offset, flip left-right with probability 1/2. `images` is a float batch
-    [B, H, W, C]; `seed` a stateless seed of shape [2]. Works on a whole batch at
-    once, so it is cheap enough to never starve the model."""
+def pad_crop_flip(images, seed, pad=CROP_PAD, fill=None):
+    """Per image: pad by `pad` with `fill` (per channel; default 0), crop back
+    to the original size at a random offset, flip left-right with probability
+    1/2. `images` is a float batch [B, H, W, C]; `seed` a stateless seed of
+    shape [2]. Works on a whole batch at once, so it is cheap enough to never
+    starve the model."""
     import tensorflow as tf
 
     batch = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     offsets = tf.random.stateless_uniform([batch, 2], crop_seed, 0, 2 * pad + 1, tf.int32)
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+    padded = tf.pad(images, padding)
+    if fill is not None:
+        inside = tf.pad(tf.ones_like(images, tf.bool), padding)
+        padded = tf.where(inside, padded, tf.constant(fill, images.dtype))
     rows = offsets[:, :1] + tf.range(height)[None, :]
     cols = offsets[:, 1:] + tf.range(width)[None, :]
     cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
@@ -52,24 +58,35 @@ def _crop_indices(rng, batch, height, width, pad):
     return rows, cols
 
 
-def pad_crop_flip_numpy(images, rng, pad=CROP_PAD):
+def pad_crop_flip_numpy(images, rng, pad=CROP_PAD, fill=None):
     """`pad_crop_flip` in NumPy, drawing from the generator `rng`: the same
     augmentation (not the same random draws) for the TensorFlow-free pipeline."""
     batch, height, width = images.shape[:3]
     rows, cols = _crop_indices(rng, batch, height, width, pad)
-    padded = np.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    padded = _pad(np, images, pad, fill)
     return padded[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def pad_crop_flip_device(images, rng, pad=CROP_PAD):
+def pad_crop_flip_device(images, rng, pad=CROP_PAD, fill=None):
     """`pad_crop_flip_numpy` on a backend tensor, where it lives (the
     accelerator), with the same draws from `rng`: only the crop's indices, a
     few hundred integers, are made on the host, and one gather does the rest."""
     rows, cols = _crop_indices(rng, *images.shape[:3], pad)
-    return _crop_on_device(images, rows, cols, pad)
+    return _crop_on_device(images, rows, cols, pad, fill)
 
 
-def _crop_on_device(images, rows, cols, pad):
+def _pad(ops, images, pad, fill):
+    """`images` [B, H, W, C] padded by `pad` pixels with `fill` per channel
+    (None: 0), exactly: the padding is selected, not added to the image."""
+    padding = [(0, 0), (pad, pad), (pad, pad), (0, 0)]
+    padded = ops.pad(images, padding)
+    if fill is None:
+        return padded
+    inside = ops.pad(ops.ones_like(images, dtype="bool"), padding)
+    return ops.where(inside, padded, np.asarray(fill, np.float32))
+
+
+def _crop_on_device(images, rows, cols, pad, fill=None):
     import keras
 
     ops = keras.ops
@@ -78,7 +95,7 @@ def _crop_on_device(images, rows, cols, pad):
     flat = (ops.arange(batch, dtype="int32")[:, None, None] * (padded_height * padded_width)
             + ops.convert_to_tensor(rows, "int32")[:, :, None] * padded_width
             + ops.convert_to_tensor(cols, "int32")[:, None, :])
-    padded = ops.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    padded = _pad(ops, images, pad, fill)
     pixels = ops.reshape(padded, (batch * padded_height * padded_width, channels))
     cropped = ops.take(pixels, ops.reshape(flat, (-1,)), axis=0)
     return ops.reshape(cropped, (batch, height, width, channels))
@@ -109,10 +126,28 @@ def _finish(images, normalization):
     return images
 
 
-def epoch_order(seed, epoch, n):
+def epoch_order(seed, epoch, n, order="epoch"):
     """The order of the training examples in `epoch`: a function of (seed,
-    epoch) alone, so a resumed run sees the same batches as an uninterrupted one."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    epoch) alone, so a resumed run sees the same batches as an uninterrupted
+    one. With `order="fixed"`, every epoch has epoch 0's order."""
+    return np.random.default_rng([seed, epoch if order == "epoch" else 0]).permutation(n)
+
+
+def split_holdout(arrays, holdout, seed, max_examples=None):
+    """`arrays` with `holdout` random training examples moved to `x_holdout`
+    and `y_holdout`, drawn from the run's seed, as `torch.utils.data.random_split`
+    draws the paper code's validation split: a random permutation, the first
+    part kept for training in that order, the last `holdout` held out.
+    `max_examples` limits the training split first."""
+    x, y = arrays["x_train"][:max_examples], arrays["y_train"][:max_examples]
+    if not holdout:
+        return arrays
+    if holdout >= len(x):
+        raise ValueError(f"holdout={holdout} leaves no training examples of the {len(x)}")
+    permutation = np.random.default_rng([seed, len(x), holdout]).permutation(len(x))
+    kept, held = permutation[:-holdout], permutation[-holdout:]
+    return {**arrays, "x_train": x[kept], "y_train": y[kept],
+            "x_holdout": x[held], "y_holdout": y[held]}
 
 
 PIPELINES = ("auto", "tf", "numpy", "device")
@@ -138,7 +173,8 @@ def resolve_pipeline(pipeline):
 
 
 def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalization=None,
-                   augment=False, max_examples=None, pipeline="auto"):
+                   augment=False, max_examples=None, pipeline="auto", order="epoch",
+                   crop_fill=None):
     """Returns `(train, steps_per_epoch, test)`: input pipelines of (float32
     images [B, H, W, C] scaled to [0, 1], int32 labels) and the number of
     training batches per epoch.
@@ -153,7 +189,9 @@ def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalizat
     `kzero.datasets.DatasetSpec.normalization`), subtracts the mean and
     divides by the std;
     `augment` adds pad-4 random crops and horizontal flips to the training
-    split only. `max_examples` keeps the first N examples of each split.
+    split only, padded with `crop_fill` (a per-channel model input; default 0).
+    `order` is "epoch" or "fixed" (see `epoch_order`).
+    `max_examples` keeps the first N examples of each split.
     `pipeline` is "tf" (tf.data), "numpy" (a `keras.utils.PyDataset`, which
     needs no TensorFlow), "device" (the NumPy pipeline's batches, made from a
     copy of the dataset held as backend tensors, on the accelerator where
@@ -165,20 +203,32 @@ def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalizat
     x, y = arrays["x_train"][limit], arrays["y_train"][limit]
     test_x, test_y = arrays["x_test"][limit], arrays["y_test"][limit]
     steps_per_epoch = count_steps(arrays, batch_size, max_examples)
-    orders = np.stack([epoch_order(seed, epoch, len(x))
+    orders = np.stack([epoch_order(seed, epoch, len(x), order)
                        for epoch in range(initial_epoch, epochs)]).astype(np.int32)
     if pipeline == "tf":
         train, test = _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed,
-                                    steps_per_epoch, initial_epoch, normalization, augment)
+                                    steps_per_epoch, initial_epoch, normalization, augment,
+                                    crop_fill)
     else:
         train, test = _pydataset_pipelines(x, y, test_x, test_y, orders, batch_size, seed,
                                            initial_epoch, normalization, augment,
-                                           on_device=pipeline == "device")
+                                           on_device=pipeline == "device", crop_fill=crop_fill)
     return train, steps_per_epoch, test
 
 
+def make_eval_pipeline(x, y, batch_size, normalization=None, pipeline="auto"):
+    """An evaluation pipeline over `(x, y)` in order, unaugmented, as
+    `make_pipelines` makes the test split's."""
+    pipeline = resolve_pipeline(pipeline)
+    if pipeline == "tf":
+        return _tf_pipelines(x[:1], y[:1], x, y, np.zeros((1, 1), np.int32), batch_size, 0,
+                             1, 0, normalization, False, None)[1]
+    return _pydataset_pipelines(x[:1], y[:1], x, y, np.zeros((1, 1), np.int32), batch_size, 0,
+                                0, normalization, False, on_device=pipeline == "device")[1]
+
+
 def _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed, steps_per_epoch,
-                  initial_epoch, normalization, augment):
+                  initial_epoch, normalization, augment, crop_fill):
     tf = import_tensorflow()
 
     def preprocess(images, labels):
@@ -193,7 +243,8 @@ def _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed, steps_per_epoc
     if augment:
         train = train.enumerate(start=initial_epoch * steps_per_epoch).map(
             lambda step, batch: (
-                pad_crop_flip(batch[0], tf.stack([tf.constant(seed, tf.int64), step])),
+                pad_crop_flip(batch[0], tf.stack([tf.constant(seed, tf.int64), step]),
+                              fill=crop_fill),
                 batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     test = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch_size)
@@ -201,19 +252,19 @@ def _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed, steps_per_epoc
     return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
 
 
-def _host_batches(normalization):
+def _host_batches(normalization, crop_fill):
     """`(load, make)`: how the NumPy pipeline holds the arrays (as they are)
     and makes a batch from them with NumPy."""
     def make(images, labels, index, rng):
         images = _finish(images[index].astype(np.float32) / 255.0, normalization)
         if rng is not None:
-            images = pad_crop_flip_numpy(images, rng)
+            images = pad_crop_flip_numpy(images, rng, fill=crop_fill)
         return images.astype(np.float32), labels[index].astype(np.int32)
 
     return (lambda array: array), make
 
 
-def _device_batches(normalization):
+def _device_batches(normalization, crop_fill):
     """`(load, make)` of the device pipeline: the arrays held as backend
     tensors, and the NumPy pipeline's batches made from them where they live;
     only the batch's indices go there from the host."""
@@ -235,7 +286,7 @@ def _device_batches(normalization):
             images = ops.expand_dims(images, -1)
         images = ops.take(table, images * channels + channel)
         if rows is not None:
-            images = _crop_on_device(images, rows, cols, CROP_PAD)
+            images = _crop_on_device(images, rows, cols, CROP_PAD, crop_fill)
         return images, ops.cast(ops.take(labels, index, axis=0), "int32")
 
     def make(images, labels, index, rng):
@@ -249,10 +300,10 @@ def _device_batches(normalization):
 
 
 def _pydataset_pipelines(x, y, test_x, test_y, orders, batch_size, seed, initial_epoch,
-                         normalization, augment, on_device):
+                         normalization, augment, on_device, crop_fill=None):
     import keras
 
-    load, make = (_device_batches if on_device else _host_batches)(normalization)
+    load, make = (_device_batches if on_device else _host_batches)(normalization, crop_fill)
 
     class Batches(keras.utils.PyDataset):
         """Batch i is batch i % steps of epoch i // steps, a pure function of i.

@@ -44,7 +44,9 @@ def accelerator():
 
 def stamp(config, input_pipeline):
     """`config` with this process's backend, accelerator, host and library
-    versions, and the input pipeline that runs."""
+    versions, the input pipeline that runs, and the initial weights' stream."""
+    from kzero.initializers import INIT_STREAM
+
     return config.replace(backend=keras.backend.backend(), accelerator=accelerator(),
                           host=platform.node(), versions=library_versions(),
-                          input_pipeline=input_pipeline)
+                          input_pipeline=input_pipeline, init_stream=INIT_STREAM)

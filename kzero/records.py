@@ -7,9 +7,12 @@ import os
 
 from kzero.io import read_csv
 
-__all__ = ["METRICS_COLUMNS", "diverged_epoch", "is_diverged", "read_rows", "run_summary"]
+__all__ = ["HOLDOUT_COLUMNS", "METRICS_COLUMNS", "diverged_epoch", "is_diverged", "read_rows",
+           "run_summary"]
 
 METRICS_COLUMNS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
+# A run with a hold-out also evaluates it after every epoch.
+HOLDOUT_COLUMNS = ["holdout_loss", "holdout_accuracy"]
 
 
 def is_diverged(loss, test_loss):

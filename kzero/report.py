@@ -25,7 +25,7 @@ from kzero.config import RunConfig
 from kzero.io import read_csv, read_json, write_atomic, write_csv
 from kzero.records import diverged_epoch, read_rows
 
-__all__ = ["PAPER", "aggregate", "collect", "confidence_interval", "main"]
+__all__ = ["FIGURES", "PAPER", "aggregate", "collect", "confidence_interval", "main", "report"]
 
 # Final-epoch test accuracy read off the paper's Figures 3-11 (Schicho, 2023).
 PAPER = {
@@ -62,26 +62,29 @@ PAPER = {
     ("cifar_resnet50", "resnet50_zero_uniform_x1_paper_code"): 0.87,
 }
 
+# The paper's figure for each experiment: its number(s), its subject and the
+# epochs it trained, in the paper's order.
+FIGURES = {
+    "mnist_fnn": ("Figure 3", "MNIST FNN", 10),
+    "mnist_fnn_scaled": ("Figure 4", "MNIST FNN, bias scales", 10),
+    "mnist_cnn": ("Figure 5", "MNIST CNN", 15),
+    "mnist_cnn_scaled": ("Figure 6", "MNIST CNN, bias scales", 15),
+    "mnist_zero": ("Figure 7", "MNIST, pure zero init", 15),
+    "mnist_logreg": ("Figures 3, 5 and 7", "MNIST logistic baseline", 15),
+    "cifar_fnn": ("Figure 8", "CIFAR-10 FNN", 15),
+    "cifar_cnn": ("Figure 9", "CIFAR-10 CNN", 20),
+    "cifar_zero": ("Figure 10", "CIFAR-10, pure zero init", 20),
+    "cifar_logreg": ("Figures 8, 9 and 10", "CIFAR-10 logistic baseline", 20),
+    "cifar_resnet50": ("Figure 11", "CIFAR-10 ResNet-50", 30),
+}
+
 # The paper's values are read off its figures; closer than this to ours, a
 # difference is within what reading a plot can tell.
 READING_PRECISION = 0.01
 
-# Why ours differs from the paper where it does beyond reading precision.
-DIFFERENCES = {
-    ("mnist_fnn_scaled", "fnn_zero_normal_x100"): (
-        "unstable as in the paper (a wide band over the epochs, see the figure), but it ends "
-        "higher: x100 costs ~0.05 against x1 here, ~0.11 in the paper"),
-    ("cifar_fnn", "fnn_lecun"): (
-        "ours is higher; architecture, optimiser, batch, epochs and [0, 1] scaling follow the "
-        "digest, and the cause of the gap is not established"),
-    ("cifar_fnn", "fnn_zero_normal_x1"): (
-        "ours is higher, as for the reference init; the gap between the two inits "
-        "(~0.02) matches the paper's (~0.005-0.02)"),
-    **{("cifar_resnet50", f"resnet50_{init}_x1"): (
-        "the paper's value was measured by its code, whose zero init reached only the stem "
-        f"conv and the last layer: compare the resnet50_{init}_x1_paper_code row")
-       for init in ("zero_normal", "zero_uniform")},
-}
+# What the report links to where it is in the output directory: measurements
+# whose runs were not kept (docs/results/earlier.md).
+EARLIER = "earlier.md"
 
 
 def baseline_experiment(dataset):
@@ -189,7 +192,48 @@ def aggregate(runs):
         "wall_seconds": _wall_seconds(runs),
         "replayed_order": sorted(run.config.seed for run in runs
                                  if run.replayed_first_epoch_order),
+        "base_variant": _base_variant(runs[0]),
+        "protocol": runs[0].config.protocol_label,
+        "expected_epochs": _expected_epochs(runs[0]),
+        "backend_init": sorted(run.config.seed for run in runs if not run.config.init_stream),
+        "at_chance": sorted(run.config.seed for run in runs if run.diverged_epoch is None
+                            and _at_chance(run)),
     }
+
+
+def _at_chance(run):
+    """Whether a run ended no better than guessing: its final test accuracy
+    within 0.02 of 1 / the number of classes (where the dataset is known)."""
+    from kzero.datasets import get_dataset
+
+    try:
+        classes = get_dataset(run.config.dataset).num_classes
+    except ValueError:
+        return False
+    return bool(run.accuracy) and run.accuracy[-1] < 1.0 / classes + 0.02
+
+
+def _base_variant(run):
+    """The run's variant less its protocol: its directory's name, which the
+    report goes by, without `RunConfig.protocol_suffix`."""
+    variant = os.path.basename(os.path.dirname(run.workdir))
+    suffix = run.config.protocol_suffix
+    return variant[:-len(suffix)] if suffix and variant.endswith(suffix) else variant
+
+
+def _expected_epochs(run):
+    """The epochs a run must train to be compared with the paper's figure:
+    those its protocol imposes (the paper code's logistic baselines), else
+    the figure's."""
+    from kzero.protocols import PROTOCOLS
+
+    imposed = None
+    if run.config.protocol in PROTOCOLS:
+        imposed = PROTOCOLS.get(run.config.protocol).epochs.get(
+            (run.config.dataset, run.config.model))
+    experiment = os.path.basename(os.path.dirname(os.path.dirname(run.workdir)))
+    figure = FIGURES.get(experiment)
+    return imposed or (figure[2] if figure else None)
 
 
 def _wall_seconds(runs):
@@ -219,6 +263,12 @@ def _caveats(stats):
     if stats.get("replayed_order"):
         notes.append(f"seeds {stats['replayed_order']} saw the first epoch's example order in "
                      "every epoch (kzero 0.1 NumPy pipeline), not a reshuffle per epoch")
+    if stats.get("at_chance"):
+        notes.append(f"seeds {stats['at_chance']} ended at chance level (final test accuracy "
+                     "within 0.02 of 1 / classes)")
+    if stats.get("backend_init"):
+        notes.append(f"seeds {stats['backend_init']} drew their initial weights from the "
+                     "backend's own generator (kzero before 0.4)")
     return notes
 
 
@@ -342,49 +392,165 @@ def plot_figure12(runs_by_key, path, steps=5):
     return drawn
 
 
+def _final(stats):
+    """(mean, half-width, epoch, seeds) at the last aggregated epoch, or None."""
+    if not stats["rows"]:
+        return None
+    last = stats["rows"][-1]
+    return last["mean"], (last["ci_high"] - last["ci_low"]) / 2, last["epoch"], last["n"]
+
+
+def _comparable(stats):
+    """Whether the variant trained the epochs of the paper's figure: None if
+    it did, else why not, e.g. "not comparable: 2 of 15 epochs"."""
+    final, expected = _final(stats), stats["expected_epochs"]
+    if final is None:
+        return "not comparable: no epoch without divergence"
+    if expected is not None and final[2] < expected:
+        return f"not comparable: {final[2]} of {expected} epochs"
+    return None
+
+
+def _interval(mean, half):
+    return f"{mean:.4f} ± {half:.4f}" if math.isfinite(half) else f"{mean:.4f}"
+
+
+def _row(experiment, stats):
+    paper = PAPER.get((experiment, stats["base_variant"]))
+    final = _final(stats)
+    notes = _caveats(stats)
+    ours, epochs, seeds = "all diverged", 0, 0
+    diff = inside = "-"
+    if final is not None:
+        mean, half, epochs, seeds = final
+        ours = _interval(mean, half)
+    why_not = _comparable(stats)
+    if why_not:
+        notes.insert(0, why_not)
+    elif paper is not None:
+        diff = f"{mean - paper:+.4f}"
+        inside = "yes" if _holds((mean, half), paper) else "no"
+        if inside == "no":
+            notes.append("within reading precision of the paper's figure"
+                         if abs(mean - paper) <= READING_PRECISION
+                         else "differs beyond reading precision of the paper's figure")
+    paper_text = "-" if paper is None else f"{paper:.4g}"
+    return (f"| {stats['base_variant']} | {stats['protocol']} | {epochs}/"
+            f"{stats['planned_epochs']} | {seeds}/{stats['planned_runs']} | {ours} | "
+            f"{paper_text} | {diff} | {inside} | {'; '.join(notes)} |")
+
+
+def _difference(a, b):
+    """a - b for two (mean, half-width) pairs, the half-widths in quadrature
+    (independent seeds on both sides)."""
+    return a[0] - b[0], math.hypot(a[1], b[1])
+
+
+def _holds(final, paper):
+    """Whether the paper's value lies in a (mean, half-width) interval (1e-6:
+    accuracies are float32, so an exact match can be off by that)."""
+    mean, half = final
+    return math.isfinite(half) and abs(mean - paper) <= half + 1e-6
+
+
+def _attribution(base, paper, text, finals, protocols):
+    """Which protocols account for a paper_text row's difference to the
+    paper: those that bring the paper's value inside their interval by a
+    move beyond seed noise."""
+    inside = [p for p in protocols[1:] if (base, p) in finals and _holds(finals[(base, p)], paper)]
+    beyond = [p for p in inside if abs(_difference(finals[(base, p)], text)[0])
+              > _difference(finals[(base, p)], text)[1]]
+    said = "the paper's value lies outside the paper_text interval; "
+    if beyond:
+        return (said + f"it lies inside the interval of {' and of '.join(beyond)}, moved "
+                "beyond seed noise: " + " and ".join(beyond)
+                + f" account{'s' if len(beyond) == 1 else ''} for the difference.")
+    if inside:
+        return (said + f"it lies inside the interval of {' and of '.join(inside)}, but "
+                "within seed noise of paper_text: the difference is not attributed.")
+    return said + "no protocol run here brings it inside: the difference stays unexplained."
+
+
+def _measured(experiment, variants):
+    """Sentences computed from the section's own comparable rows: the gap of
+    each zero-weight scheme to the reference init, against the paper's, and
+    what each protocol or protocol item moves, against paper_text, and whether
+    that accounts for a difference to the paper."""
+    # Rows with an interval only: one seed says nothing about seed noise.
+    finals = {(s["base_variant"], s["protocol"]): _final(s)[:2]
+              for s in variants.values()
+              if _comparable(s) is None and math.isfinite(_final(s)[1])}
+    lines = []
+    protocols = sorted({p for _, p in finals}, key=lambda p: (p != "paper_text", p))
+    reference = next((b for b, _ in finals if b.endswith("_lecun")), None)
+    for protocol in protocols:
+        if reference is None or (reference, protocol) not in finals:
+            continue
+        for base in sorted(b for b, p in finals if p == protocol and b != reference):
+            gap, half = _difference(finals[(reference, protocol)], finals[(base, protocol)])
+            paper = (PAPER.get((experiment, reference)), PAPER.get((experiment, base)))
+            said = (f"; in the paper {paper[0] - paper[1]:+.4f}" if None not in paper else "")
+            lines.append(f"- {protocol}: {reference} - {base} = {gap:+.4f} ± {half:.4f}{said}.")
+    for base in sorted({b for b, _ in finals}):
+        text = finals.get((base, "paper_text"))
+        if text is None:
+            continue
+        paper = PAPER.get((experiment, base))
+        moves = []
+        for protocol in protocols[1:]:
+            if (base, protocol) not in finals:
+                continue
+            other = finals[(base, protocol)]
+            delta, half = _difference(other, text)
+            verdict = ("within seed noise" if abs(delta) <= half
+                       else "beyond seed noise")
+            sentence = (f"{protocol} moves it by {delta:+.4f} ± {half:.4f} ({verdict}), "
+                        f"to {other[0]:.4f}")
+            if paper is not None:
+                sentence += (f", its difference to the paper from {text[0] - paper:+.4f} to "
+                             f"{other[0] - paper:+.4f}")
+            moves.append(sentence)
+        if moves:
+            against = f" (paper {paper:.4g})" if paper is not None else ""
+            lines.append(f"- {base}: {text[0]:.4f} under paper_text{against}; "
+                         + "; ".join(moves) + ".")
+        if moves and paper is not None and not _holds(text, paper):
+            lines.append(f"- {base}: " + _attribution(base, paper, text, finals, protocols))
+    if lines:
+        lines = ["Measured from these rows (differences with their 95% half-widths, the two "
+                 "intervals in quadrature):", "", *lines, ""]
+    return lines
+
+
 def write_report(stats_by_key, figures, path):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
-             "interval, next to the value read off the paper's figures "
-             "(Figures 3-11 of Schicho, 2023). `inside` says whether the paper's value lies in "
-             "our interval. Diverged seeds are left out of the mean and listed.", ""]
-    for experiment in sorted({e for e, _ in stats_by_key}):
+             "interval, next to the value read off the paper's figure (Schicho, 2023, the "
+             "figure named in each section's title). `inside` says whether the paper's value "
+             "lies in our interval. A variant is compared only when it trained the figure's "
+             "epochs (or those its protocol imposes). Protocols: `paper_text` follows the "
+             "paper's text, `paper_code` the authors' code where the text is silent "
+             "(kzero.protocols). Diverged seeds are left out of the mean and listed.", ""]
+    order = list(FIGURES)
+    experiments = sorted({e for e, _ in stats_by_key},
+                         key=lambda e: (order.index(e) if e in order else len(order), e))
+    for experiment in experiments:
         variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}
-        lines += [f"## {experiment}", ""]
+        figure, subject, _ = FIGURES.get(experiment, (None, None, None))
+        lines += [f"## {figure}: {subject} (`{experiment}`)" if figure else f"## {experiment}",
+                  ""]
         if experiment in figures:
             lines += [f"![{experiment}]({figures[experiment]})", ""]
-        lines += ["| variant | epochs | seeds | ours | paper | ours - paper | inside | notes |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for variant, stats in sorted(variants.items()):
-            paper = PAPER.get((experiment, variant))
-            if stats["rows"]:
-                last = stats["rows"][-1]
-                mean, half = last["mean"], (last["ci_high"] - last["ci_low"]) / 2
-                ours = f"{mean:.4f} ± {half:.4f}" if math.isfinite(half) else f"{mean:.4f}"
-                epochs, seeds = last["epoch"], last["n"]
-            else:
-                mean = half = math.nan
-                ours, epochs, seeds = "all diverged", 0, 0
-            if paper is None or not math.isfinite(mean):
-                diff = inside = "-"
-            else:
-                diff = f"{mean - paper:+.4f}"
-                # 1e-6: accuracies are float32, so an exact match can be off by that.
-                inside = ("yes" if math.isfinite(half) and abs(mean - paper) <= half + 1e-6
-                          else "no")
-            notes = _caveats(stats)
-            if inside == "no":
-                notes.append(DIFFERENCES.get((experiment, variant)) or (
-                    "within reading precision of the paper's figure"
-                    if abs(mean - paper) <= READING_PRECISION else "differs beyond reading precision; cause not established"))
-            notes = "; ".join(notes)
-            paper_text = "-" if paper is None else f"{paper:.4g}"
-            lines.append(f"| {variant} | {epochs}/{stats['planned_epochs']} | "
-                         f"{seeds}/{stats['planned_runs']} | {ours} | {paper_text} | {diff} | "
-                         f"{inside} | {notes} |")
+        lines += ["| variant | protocol | epochs | seeds | ours | paper | ours - paper | inside "
+                  "| notes |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        ordered = sorted(variants.values(), key=lambda s: (
+            s["base_variant"], s["protocol"] != "paper_text", s["protocol"]))
+        lines += [_row(experiment, stats) for stats in ordered]
+        lines.append("")
+        lines += _measured(experiment, variants)
         wall = sum(s["wall_seconds"] for s in variants.values())
         setups = sorted({setup for s in variants.values() for setup in s["setups"]})
-        lines += ["", f"Summed run wall time (a parallel group once): {wall / 60:.1f} min. "
+        lines += [f"Summed run wall time (a parallel group once): {wall / 60:.1f} min. "
                   "Produced by:", ""]
         lines += [f"- `{command}` (backend {backend}, on {device}, host {host})"
                   for backend, device, host, command in setups]
@@ -392,9 +558,13 @@ def write_report(stats_by_key, figures, path):
     missing = sorted({e for e, _ in PAPER} - {e for e, _ in stats_by_key})
     if missing:
         # Every experiment of the paper has a flagfile of its own name (tests/test_run.py).
-        lines += ["## Not run", "", "No runs were found for these experiments; each runs with:", ""]
+        lines += ["## Not run here", "", "No runs were found for these experiments; each runs "
+                  "with:", ""]
         lines += [f"- `{e}`: `python -m kzero.run --flagfile=flags/{e}.flags`" for e in missing]
         lines.append("")
+        if os.path.exists(os.path.join(os.path.dirname(path), EARLIER)):
+            lines += [f"Earlier measurements of some of them, whose runs were not kept: "
+                      f"[{EARLIER}]({EARLIER}).", ""]
     if "figure12" in figures:
         lines += ["## Figure 12", "", f"![figure 12]({figures['figure12']})", ""]
     write_atomic(path, "\n".join(lines) + "\n")

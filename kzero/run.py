@@ -21,6 +21,7 @@ from kzero.experiments import paper_experiments, with_paper_flagfiles
 from kzero.initializers import SCHEMES
 from kzero.models import ACTIVATIONS, MODELS
 from kzero.optimizers import OPTIMIZERS
+from kzero.protocols import BN_STATISTICS, CROP_FILLS, NORMALIZATION_STDS, ORDERS, PROTOCOLS
 
 FLAGS = flags.FLAGS
 
@@ -39,6 +40,19 @@ flags.DEFINE_list("extensions", [], "Python modules to import first, which regis
                   "models, schemes or optimizers of their own (see the README).")
 flags.DEFINE_string("init_scope", "all", "Layers the init scheme reaches: all, or paper_code (only "
                     "the stem conv and the last layer, as in the paper's public ResNet-50 code).")
+# Where the paper's text is silent (kzero.protocols, README "Reproducing the paper exactly").
+flags.DEFINE_string("protocol", "paper_text", f"{', '.join(PROTOCOLS)}: what the paper states, "
+                    "or what the authors' code does; the five flags below override its items.")
+flags.DEFINE_integer("holdout", None, "Training examples held out per run as a validation split "
+                     "(default: the protocol's, 0 or 7000).")
+flags.DEFINE_string("order", None, f"{', '.join(ORDERS)}: a new example order every epoch, or "
+                    "one order for all (default: the protocol's).")
+flags.DEFINE_string("bn_statistics", None, f"{', '.join(BN_STATISTICS)}: what batch norm "
+                    "normalises test batches with (default: the protocol's).")
+flags.DEFINE_string("normalization_std", None, f"{', '.join(NORMALIZATION_STDS)}: the std the "
+                    "ResNet's inputs are divided by (default: the protocol's).")
+flags.DEFINE_string("crop_fill", None, f"{', '.join(CROP_FILLS)}: the ResNet's crop padding, 0 "
+                    "after normalising or black before (default: the protocol's).")
 # What to record.
 flags.DEFINE_boolean("record_gradients", True, "Record gradient distributions and layer awakening.")
 flags.DEFINE_integer("grad_first_steps", 5, "Record gradients at each of the first N steps.")

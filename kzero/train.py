@@ -9,24 +9,29 @@ honours every field that a single run does.
 """
 
 import os
+import sys
 import time
 
 import keras
+import numpy as np
 
 from kzero.callbacks import (Checkpointer, EpochMetricsLogger, GradientRecorder, HParamsLogger,
-                             StopOnRequest, SymmetryMonitor)
+                             HoldoutEvaluator, StopOnRequest, SymmetryMonitor)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
 from kzero.io import write_json
 from kzero.models import INIT_SCOPES, MODELS, build_model
 from kzero.optimizers import make_optimizer
-from kzero.pipelines import count_steps, make_pipelines, probe_batch, resolve_pipeline
+from kzero.pipelines import (count_steps, make_eval_pipeline, make_pipelines, probe_batch,
+                             resolve_pipeline, split_holdout)
+from kzero.protocols import alternative_std
 from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import run_summary
 
-__all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "finish",
-           "hparams_of", "input_normalization", "run_pipelines", "run_probe", "train"]
+__all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "crop_fill",
+           "finish", "holdout_pipeline", "hparams_of", "input_normalization", "run_arrays",
+           "run_pipelines", "run_probe", "train"]
 
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
@@ -49,7 +54,8 @@ def build_run_model(config):
             config.dataset, config.model, init=config.init,
             bias_scale=config.bias_scale if config.bias_scale is not None else 1.0,
             activation=config.activation, seed=config.seed,
-            initialized_layers=INIT_SCOPES[config.init_scope])
+            initialized_layers=INIT_SCOPES[config.init_scope],
+            bn_statistics=config.bn_statistics)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -72,22 +78,51 @@ def compile_run_model(model, config, outputs=1):
     return model
 
 
+def run_arrays(config, arrays):
+    """The dataset as the run trains on it: `arrays` less the run's hold-out
+    (`config.holdout` examples, in `x_holdout` / `y_holdout`), if any."""
+    return split_holdout(arrays, config.holdout, config.seed, config.max_examples)
+
+
 def input_normalization(config, arrays):
-    """What the model asks of its inputs: per-channel normalisation or none."""
+    """What the model asks of its inputs: per-channel normalisation or none:
+    the dataset's constants (else statistics of `arrays`' training images),
+    its std replaced where `normalization_std` says so."""
     if not MODELS.get(config.model).normalize:
         return None
-    return get_dataset(config.dataset).normalization(arrays)
+    mean, std = get_dataset(config.dataset).normalization(arrays)
+    other_std = alternative_std(config.normalization_std, config.dataset)
+    return mean, std if other_std is None else np.asarray(other_std, np.float32)
+
+
+def crop_fill(config, normalization):
+    """The model input that pads the run's random crops: 0, or black (pixel
+    value 0) normalised as the images are."""
+    if config.crop_fill == "mean" or normalization is None:
+        return None
+    mean, std = normalization
+    return ((0.0 - mean) / std).astype(np.float32)
 
 
 def run_pipelines(config, arrays, initial_epoch=0, pipeline=None):
     """`(train, steps_per_epoch, test)` for the run, as the model asks for
     them (normalisation, augmentation), through `pipeline` (default: the
-    config's)."""
+    config's). `arrays` are the run's (`run_arrays`)."""
+    normalization = input_normalization(config, arrays)
     return make_pipelines(
         arrays, config.batch_size, seed=config.seed, epochs=config.epochs,
-        initial_epoch=initial_epoch, normalization=input_normalization(config, arrays),
+        initial_epoch=initial_epoch, normalization=normalization,
         augment=MODELS.get(config.model).augment, max_examples=config.max_examples,
-        pipeline=pipeline or config.pipeline)
+        pipeline=pipeline or config.pipeline, order=config.order,
+        crop_fill=crop_fill(config, normalization))
+
+
+def holdout_pipeline(config, arrays):
+    """The run's hold-out split as an evaluation pipeline, or None."""
+    if "x_holdout" not in arrays:
+        return None
+    return make_eval_pipeline(arrays["x_holdout"], arrays["y_holdout"], config.batch_size,
+                              input_normalization(config, arrays), config.pipeline)
 
 
 def run_probe(config, arrays):
@@ -99,7 +134,8 @@ def run_probe(config, arrays):
 # What TensorBoard's HParams tab shows of each run.
 HPARAMS = ("experiment", "dataset", "model", "init", "bias_scale", "init_scope", "activation",
            "seed", "optimizer", "learning_rate", "weight_decay", "batch_size", "epochs",
-           "precision")
+           "precision", "protocol", "holdout", "order", "bn_statistics", "normalization_std",
+           "crop_fill")
 
 
 def hparams_of(config):
@@ -151,9 +187,10 @@ def _train(config, workdir, arrays, verbose, stop_request, log):
     config = stamp(config, input_pipeline=resolve_pipeline(config.pipeline))
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     checkpoint = os.path.join(workdir, CHECKPOINT)
+    arrays = run_arrays(config, arrays)
     steps_per_epoch = count_steps(arrays, config.batch_size, config.max_examples)
-    if os.path.exists(checkpoint):
-        model = keras.saving.load_model(checkpoint)
+    model = _read_checkpoint(checkpoint, log) if os.path.exists(checkpoint) else None
+    if model is not None:
         # The optimizer's step count says which epochs the checkpoint holds;
         # rows written after it (a kill between the two) are redone.
         initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
@@ -167,8 +204,12 @@ def _train(config, workdir, arrays, verbose, stop_request, log):
     def path(name):
         return os.path.join(workdir, name)
 
-    metrics_logger = EpochMetricsLogger(path("metrics.csv"), workdir, initial_epoch)
+    holdout = holdout_pipeline(config, arrays)
+    metrics_logger = EpochMetricsLogger(path("metrics.csv"), workdir, initial_epoch,
+                                        holdout=holdout is not None)
     callbacks = [HParamsLogger(workdir, hparams_of(config)), metrics_logger]
+    if holdout is not None:
+        callbacks.insert(1, HoldoutEvaluator(holdout))
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     gradient_recorder = None
@@ -201,6 +242,25 @@ def _train(config, workdir, arrays, verbose, stop_request, log):
         summary["awakening_step"] = gradient_recorder.awakening_step
     finish(workdir, summary, keep_model=config.save_model)
     return model, summary
+
+
+def _read_checkpoint(path, log):
+    """The model saved at `path`, or None where the file cannot be read (a
+    storage fault, a disk that filled up): it is then kept aside as
+    `<path>.corrupt`, said in one line, and the run starts again."""
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # whatever a damaged zip makes Keras raise
+        aside = path + ".corrupt"
+        os.replace(path, aside)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        message = (f"{path} cannot be read ({reason[:200]}); kept aside as {aside}, "
+                   "training again from epoch 1")
+        if log is not None:
+            log(message)
+        else:
+            print(f"kzero: {message}", file=sys.stderr, flush=True)
+        return None
 
 
 def finish(workdir, summary, keep_model, model=None):

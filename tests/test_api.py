@@ -186,7 +186,7 @@ def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
         workdir = tmp_path / "direct" / run.variant / f"seed_{run.seed}"
         assert RunConfig.read(str(workdir / "config.json")).replace(
             backend=None, accelerator=None, host=None, versions=None,
-            input_pipeline=None) == run
+            input_pipeline=None, init_stream=None) == run
         assert len(read_csv(workdir / "metrics.csv")) == 1
     capsys.readouterr()
     run_grid(grid.replace(shard="1/2"), arrays=mnist, verbose=0)

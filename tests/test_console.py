@@ -107,7 +107,9 @@ def test_each_run_is_a_session_of_tensorboards_hparams_tab(tmp_path, mnist):
                        "init": "zero_normal", "bias_scale": 0.5, "init_scope": "all",
                        "activation": "elu", "seed": 3, "optimizer": "sgd",
                        "learning_rate": 0.1, "batch_size": 128, "epochs": 1,
-                       "precision": "float32"}
+                       "precision": "float32", "protocol": "paper_text", "holdout": 0,
+                       "order": "epoch", "bn_statistics": "moving",
+                       "normalization_std": "dataset", "crop_fill": "mean"}
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
     # The metrics the tab shows are the run's own scalars.

@@ -48,7 +48,8 @@ def test_a_registered_dataset_model_and_scheme_run_through_the_grid_and_report(
     stats = report([str(tmp_path)], str(tmp_path / "report"))
     assert stats[("blobs_mlp", "tiny_mlp_zero_half_normal_x1")]["rows"][-1]["n"] == 2
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "## blobs_mlp" in text and "| tiny_mlp_zero_half_normal_x1 | 5/5 | 2/2 |" in text
+    assert "## blobs_mlp" in text
+    assert "| tiny_mlp_zero_half_normal_x1 | paper_text | 5/5 | 2/2 |" in text
     drawn = plot_experiment("blobs_mlp", stats, str(tmp_path / "again.png"))
     assert drawn["baseline: logreg_lecun (n=2)"]["dashed"]  # the spec's baseline
 

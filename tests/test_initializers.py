@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from kzero.initializers import SCHEMES, FanInUniform, get_scheme
+from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform, NumpyNormal,
+                               NumpyUniform, get_scheme)
 from kzero.models import build_model
 
 N = 1_000_000
@@ -114,8 +115,47 @@ def test_model_saved_and_reloaded_with_identical_weights(tmp_path, init):
         assert a.path == b.path
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     config = reloaded.get_layer("conv1").get_config()["bias_initializer"]
-    assert config["class_name"] == {"lecun": "FanInUniform", "zero_normal": "RandomNormal",
-                                    "zero_uniform": "RandomUniform"}[init]
-    if init == "lecun":
-        assert config["registered_name"] == "kzero>FanInUniform"
-        assert type(reloaded.get_layer("conv1").bias_initializer) is FanInUniform
+    expected = {"lecun": FanInUniform, "zero_normal": NumpyNormal,
+                "zero_uniform": NumpyUniform}[init]
+    assert config["registered_name"] == f"kzero>{expected.__name__}"
+    assert type(reloaded.get_layer("conv1").bias_initializer) is expected
+
+
+# The NumPy-drawn initializers against the Keras ones they replace, on large
+# draws: same mean, std and bounds (both sides checked against the theory).
+@pytest.mark.parametrize("keras_init,numpy_init,check", [
+    (keras.initializers.RandomNormal(0.0, 1.0, seed=1), NumpyNormal(0.0, 1.0, seed=1),
+     lambda v: assert_normal(v, 0.0, 1.0)),
+    (keras.initializers.RandomNormal(0.5, 100.0, seed=1), NumpyNormal(0.5, 100.0, seed=1),
+     lambda v: assert_normal(v, 0.5, 100.0)),
+    (keras.initializers.RandomUniform(0.0, 1.0, seed=1), NumpyUniform(0.0, 1.0, seed=1),
+     lambda v: assert_uniform(v, 0.0, 1.0)),
+    (keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=1),
+     FanInUniform(1000, seed=1), lambda v: assert_uniform(v, -1000 ** -0.5, 1000 ** -0.5)),
+    (keras.initializers.GlorotUniform(seed=1), NumpyGlorotUniform(seed=1),
+     lambda v: assert_uniform(v, -(6 / 2000) ** 0.5, (6 / 2000) ** 0.5)),
+])
+def test_numpy_draws_have_the_keras_distribution(keras_init, numpy_init, check):
+    ours, theirs = (draw(init, (1000, 1000)).ravel() for init in (numpy_init, keras_init))
+    check(ours)
+    check(theirs)
+    assert abs(ours.mean() - theirs.mean()) < 7 * theirs.std() / math.sqrt(len(ours))
+    assert abs(ours.std() / theirs.std() - 1) < 0.005
+
+
+def test_numpy_draws_are_numpy_default_rng_bits():
+    """The values are NumPy's, rounded to float32 by NumPy: what makes them
+    the same under every backend (the cross-backend test is in test_models)."""
+    expected = (0.5 + 2.0 * np.random.default_rng(9).standard_normal((3, 4))).astype(np.float32)
+    np.testing.assert_array_equal(draw(NumpyNormal(0.5, 2.0, seed=9), (3, 4)), expected)
+    expected = np.random.default_rng(9).uniform(-0.1, 0.1, (7,)).astype(np.float32)
+    np.testing.assert_array_equal(draw(FanInUniform(100, seed=9), (7,)), expected)
+
+
+def test_numpy_initializers_keep_the_keras_config():
+    assert NumpyNormal(0.0, 2.0, seed=4).get_config() == keras.initializers.RandomNormal(
+        0.0, 2.0, seed=4).get_config()
+    restored = keras.initializers.deserialize(keras.initializers.serialize(NumpyUniform(0, 3, 5)))
+    assert type(restored) is NumpyUniform and restored.maxval == 3
+    with pytest.raises(ValueError, match="NumpyNormal draws with NumPy and needs an integer"):
+        NumpyNormal(seed=keras.random.SeedGenerator(1))((3,))

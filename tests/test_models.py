@@ -1,3 +1,8 @@
+import importlib.util
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -166,3 +171,74 @@ def test_batch_norm_keeps_float32_statistics_under_bfloat16():
     np.testing.assert_allclose(y.std(axis=0), 1.0, atol=0.05)
     moving_mean = keras.ops.convert_to_numpy(layer.moving_mean)
     np.testing.assert_allclose(moving_mean, 0.01 * x.mean(axis=0), rtol=0.02)
+
+
+# The initial weights of the paper's CNN and ResNet-50 as one backend draws
+# them: every conv and dense kernel and bias, by layer, into an .npz file.
+DUMP_INITIAL_WEIGHTS = """
+import sys
+import keras
+import numpy as np
+import kzero
+from kzero.initializers import weighted_layers
+weights = {}
+for dataset, model, init in [("mnist", "cnn", "lecun"), ("mnist", "cnn", "zero_normal"),
+                             ("mnist", "cnn", "zero_uniform"), ("cifar10", "resnet50", "lecun")]:
+    built = kzero.build_model(dataset, model, init=init, seed=3)
+    for layer in weighted_layers(built):
+        for variable in (layer.kernel, layer.bias):
+            weights[f"{model}/{init}/{layer.name}/{variable.name}"] = (
+                keras.ops.convert_to_numpy(variable))
+np.savez(sys.argv[1], **weights)
+print(keras.backend.backend())
+"""
+
+
+@pytest.mark.once
+def test_one_seed_gives_bit_identical_initial_weights_under_every_backend(tmp_path):
+    backends = ["jax", "torch"] + (["tensorflow"] if importlib.util.find_spec("tensorflow")
+                                   else [])
+    drawn = {}
+    for backend in backends:
+        path = tmp_path / f"{backend}.npz"
+        result = subprocess.run([sys.executable, "-c", DUMP_INITIAL_WEIGHTS, str(path)],
+                                env={**os.environ, "KERAS_BACKEND": backend},
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split()[-1] == backend
+        drawn[backend] = dict(np.load(path))
+    reference = drawn["jax"]
+    # 4 + 4 + 4 layers of the CNN, 53 convs and the logits layer of ResNet-50.
+    assert len(reference) == 2 * (3 * 3 + 54)
+    assert np.std(reference["resnet50/lecun/stage2_block1_conv2/kernel"]) > 0
+    assert np.std(reference["cnn/zero_normal/conv1/bias"]) > 0.5
+    for backend in backends[1:]:
+        assert drawn[backend].keys() == reference.keys()
+        for key, values in reference.items():
+            assert drawn[backend][key].dtype == values.dtype
+            assert np.array_equal(drawn[backend][key], values), (backend, key)
+
+
+def test_resnet_stride_2_convolution_pads_one_pixel_on_every_side():
+    """The stride-2 3x3 convs against NumPy with PyTorch's padding=1 (the
+    paper's code): Keras' "same" would pad only the bottom and right."""
+    model = build_model("cifar10", "resnet50", init="lecun", seed=0)
+    pad, conv = model.get_layer("stage2_block1_conv2_pad"), model.get_layer("stage2_block1_conv2")
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 128)).astype(np.float32)
+    ours = numpy(conv(pad(x)))
+    kernel, bias = numpy(conv.kernel).astype(np.float64), numpy(conv.bias).astype(np.float64)
+    padded = np.pad(x.astype(np.float64), [(0, 0), (1, 1), (1, 1), (0, 0)])
+    expected = np.zeros((2, 16, 16, 128)) + bias
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i:i + 32:2, j:j + 32:2, :]
+            expected += np.einsum("bhwc,cf->bhwf", window, kernel[i, j])
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+    # The asymmetric padding of "same" is off by far more than that tolerance.
+    shifted = np.pad(x.astype(np.float64), [(0, 0), (0, 1), (0, 1), (0, 0)])
+    same = np.zeros_like(expected) + bias
+    for i in range(3):
+        for j in range(3):
+            same += np.einsum("bhwc,cf->bhwf", shifted[:, i:i + 32:2, j:j + 32:2, :], kernel[i, j])
+    assert np.abs(same - expected).max() > 0.5

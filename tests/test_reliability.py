@@ -169,3 +169,37 @@ def test_corrupt_dataset_fails_before_anything_is_written(tmp_path, data_dir):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"kzero: error: {tmp_path}/mnist.npz: unreadable or truncated" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, mnist, capsys):
+    """A checkpoint truncated as a storage fault would leave it: the run says
+    so in one line, keeps the file as checkpoint.keras.corrupt, trains again
+    from epoch 1 and ends as an uninterrupted run; the next run of the grid
+    trains too."""
+    from kzero.config import RunConfig
+    from kzero.grid import run_grid
+
+    grid = RunConfig(inits=("zero_normal",), runs=2, epochs=2, max_examples=4096,
+                     output_dir=str(tmp_path / "runs"), experiment="faulty",
+                     record_gradients=False, record_symmetry=False)
+    # A real checkpoint after epoch 1: a finished 1-epoch run's model, truncated.
+    train(grid.replace(init="zero_normal", bias_scale=1.0, epochs=1), str(tmp_path / "one"),
+          mnist, verbose=0)
+    workdir = tmp_path / "runs" / "faulty" / "fnn_zero_normal_x1" / "seed_0"
+    workdir.mkdir(parents=True)
+    whole = (tmp_path / "one" / "model.keras").read_bytes()
+    (workdir / CHECKPOINT).write_bytes(whole[:20_000])
+    capsys.readouterr()
+    runs = run_grid(grid, arrays=mnist, verbose=0)
+    output = capsys.readouterr().out
+    assert f"{workdir / CHECKPOINT} cannot be read (" in output
+    assert "kept aside as" in output and "training again from epoch 1" in output
+    assert (workdir / (CHECKPOINT + ".corrupt")).read_bytes() == whole[:20_000]
+    assert len(runs) == 2
+    for seed in (0, 1):
+        summary = read_json(workdir.parent / f"seed_{seed}" / "summary.json")
+        assert summary["status"] == "finished" and summary["resumed_from_epoch"] is None
+    _, uninterrupted = train(grid.replace(init="zero_normal", bias_scale=1.0, seed=0),
+                             str(tmp_path / "whole"), mnist, verbose=0)
+    assert read_json(workdir / "summary.json")["final_test_accuracy"] == \
+        uninterrupted["final_test_accuracy"]

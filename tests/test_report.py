@@ -27,13 +27,14 @@ def test_confidence_interval_by_hand():
 
 def make_run(root, experiment, variant, seed, accuracies, epochs=3, runs=3, losses=None,
              finished=True, dataset="mnist", versions=None, accelerator="cpu",
-             wall_seconds=3.0, parallel_group=None):
+             wall_seconds=3.0, parallel_group=None, init_stream="numpy-1", **config):
     workdir = os.path.join(root, experiment, variant, f"seed_{seed}")
     os.makedirs(workdir)
     write_json(os.path.join(workdir, "config.json"),
                dict(epochs=epochs, runs=runs, seed=seed, base_seed=0, dataset=dataset,
                     backend="jax", accelerator=accelerator, parallel_group=parallel_group,
-                    versions=versions or {"kzero": "0.2.0", "jax": "0.10.2"}))
+                    versions=versions or {"kzero": "0.4.0", "jax": "0.10.2"},
+                    init_stream=init_stream, **config))
     losses = losses or [1.0] * len(accuracies)
     write_csv(os.path.join(workdir, "metrics.csv"),
               ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"],
@@ -78,9 +79,12 @@ def test_report_on_partial_runs_says_what_is_missing(tmp_path):
     text = (out / "report.md").read_text()
     assert "missing seeds [1]" in text
     assert "seed 1 diverged at epoch 2" in text and "seeds [2] unfinished" in text
-    assert "| fnn_lecun | 3/3 | 2/3 | 0.9750 ± " in text and "| 0.975 | +0.0000 | yes |" in text
+    # Three epochs of the ten of Figure 3: shown, not compared.
+    assert "| fnn_lecun | paper_text | 3/3 | 2/3 | 0.9750 ± " in text
+    assert "| 0.975 | - | - | not comparable: 3 of 10 epochs; missing seeds [1] |" in text
     assert ("- `cifar_resnet50`: `python -m kzero.run --flagfile=flags/cifar_resnet50.flags`"
-            in text.split("## Not run")[1])
+            in text.split("## Not run here")[1])
+    assert "## Figure 3: MNIST FNN (`mnist_fnn`)" in text
     assert "`mnist_fnn`:" not in text
     rows = read_csv(out / "results.csv")
     assert {(r["variant"], r["epoch"]) for r in rows} >= {("fnn_lecun", "3"),
@@ -144,19 +148,19 @@ def test_runs_of_the_kzero_01_numpy_pipeline_are_flagged(tmp_path):
     assert "seeds [0] saw the first epoch's example order in every epoch" in text
 
 
-def test_the_paper_code_resnet_takes_the_papers_value_and_the_full_init_points_to_it(tmp_path):
+def test_the_paper_code_init_scope_resnet_takes_the_papers_value(tmp_path):
     runs = tmp_path / "runs"
     for seed in (0, 1):
         for variant, final in (("resnet50_zero_normal_x1", 0.80),
                                ("resnet50_zero_normal_x1_paper_code", 0.86)):
-            make_run(runs, "cifar_resnet50", variant, seed, [0.5, final + 0.001 * seed],
-                     dataset="cifar10")
+            make_run(runs, "cifar_resnet50", variant, seed, [0.5] * 29 + [final + 0.001 * seed],
+                     dataset="cifar10", epochs=30, runs=2)
     report([str(runs)], str(tmp_path / "out"))
     lines = (tmp_path / "out" / "report.md").read_text().splitlines()
     (paper_code,) = [line for line in lines if line.startswith("| resnet50_zero_normal_x1_pap")]
     assert "| 0.86 | +0.0005 |" in paper_code
     (full,) = [line for line in lines if line.startswith("| resnet50_zero_normal_x1 |")]
-    assert "| no |" in full and "compare the resnet50_zero_normal_x1_paper_code row" in full
+    assert "| 0.86 | -0.0595 | no | differs beyond reading precision" in full
 
 
 def test_a_parallel_groups_wall_time_counts_once(tmp_path):
@@ -168,3 +172,110 @@ def test_a_parallel_groups_wall_time_counts_once(tmp_path):
     assert stats[("mnist_fnn", "fnn_lecun")]["wall_seconds"] == 90.0
     assert "Summed run wall time (a parallel group once): 1.5 min" in (
         tmp_path / "out" / "report.md").read_text()
+
+
+def test_both_protocols_side_by_side_with_what_each_moves(tmp_path):
+    runs = tmp_path / "runs"
+    finals = {("fnn_lecun", "paper_text"): [0.52, 0.53, 0.54],
+              ("fnn_lecun", "paper_code"): [0.49, 0.50, 0.51],
+              ("fnn_zero_normal_x1", "paper_text"): [0.50, 0.50, 0.50],
+              ("fnn_zero_normal_x1", "paper_code"): [0.48, 0.485, 0.49]}
+    for (variant, protocol), values in finals.items():
+        suffix = "" if protocol == "paper_text" else "_paper_code"
+        for seed, final in enumerate(values):
+            make_run(runs, "cifar_fnn", variant + suffix, seed, [0.3] * 14 + [final], epochs=15,
+                     dataset="cifar10", protocol=protocol, init=variant.split("_", 1)[1][:4])
+    make_run(runs, "cifar_fnn", "fnn_lecun_holdout7000", 0, [0.3, 0.4], epochs=2,
+             dataset="cifar10", holdout=7000)
+    report([str(runs)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| fnn_")]
+    assert [line.split(" | ")[:2] for line in table] == [
+        ["| fnn_lecun", "paper_text"], ["| fnn_lecun", "paper_code"],
+        ["| fnn_lecun", "paper_text + holdout7000"],
+        ["| fnn_zero_normal_x1", "paper_text"], ["| fnn_zero_normal_x1", "paper_code"]]
+    assert "| 0.49 | +0.0100 | yes |" in table[1]
+    assert "not comparable: 2 of 15 epochs" in table[2]
+    half = 4.303 * 0.01 / math.sqrt(3)
+    assert (f"- paper_text: fnn_lecun - fnn_zero_normal_x1 = +0.0300 ± {half:.4f}; in the "
+            "paper +0.0050.") in text
+    both = math.hypot(half, half)
+    assert (f"- fnn_lecun: 0.5300 under paper_text (paper 0.49); paper_code moves it by "
+            f"-0.0300 ± {both:.4f} (within seed noise), to 0.5000, its difference to the "
+            "paper from +0.0400 to +0.0100.") in text
+    # Moved within seed noise: consistent with the paper, not attributed.
+    assert ("- fnn_lecun: the paper's value lies outside the paper_text interval; it lies "
+            "inside the interval of paper_code, but within seed noise of paper_text: the "
+            "difference is not attributed.") in text
+    # The not comparable row takes no part in what is measured.
+    assert "holdout7000 moves" not in text
+
+
+def test_runs_drawn_with_the_backends_own_init_are_marked(tmp_path):
+    for seed in range(2):
+        make_run(tmp_path, "mnist_fnn", "fnn_lecun", seed, [0.9] * 10, epochs=10, runs=2,
+                 init_stream=None if seed else "numpy-1")
+    report([str(tmp_path)], str(tmp_path / "out"))
+    assert ("seeds [1] drew their initial weights from the backend's own generator"
+            in (tmp_path / "out" / "report.md").read_text())
+
+
+def test_a_fresh_two_epoch_run_is_shown_and_not_compared(tmp_path, data_dir):
+    from test_run import flagfile, run_cli
+
+    run_cli(flagfile("cifar_fnn"), "--inits=lecun,zero_normal", "--runs=1", "--epochs=2",
+            "--max_examples=2048", "--norecord_symmetry", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path / 'runs'}")
+    report([str(tmp_path / "runs")], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Figure 8: CIFAR-10 FNN (`cifar_fnn`)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| fnn_")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = row.split(" | ")
+        assert cells[2:4] == ["2/2", "1/1"] and cells[6:8] == ["-", "-"]
+        assert cells[8].startswith("not comparable: 2 of 15 epochs")
+    assert "Measured from these rows" not in text  # nothing comparable to measure
+
+
+@pytest.mark.once
+def test_the_committed_report_regenerates_from_the_committed_runs(tmp_path):
+    """docs/results/report.md and results.csv are what `python -m kzero.report
+    docs/results/runs --out=docs/results` writes, byte for byte."""
+    import shutil
+
+    from conftest import REPO
+
+    results = os.path.join(REPO, "docs", "results")
+    shutil.copy(os.path.join(results, "earlier.md"), tmp_path)
+    stats = report([os.path.join(results, "runs")], str(tmp_path))
+    assert len(stats) >= 10
+    for name in ("report.md", "results.csv"):
+        with open(os.path.join(results, name)) as committed:
+            assert (tmp_path / name).read_text() == committed.read(), name
+    # Each committed run holds only the small files a report needs.
+    for workdir in {run.workdir for runs in collect([os.path.join(results, "runs")]).values()
+                    for run in runs}:
+        assert sorted(os.listdir(workdir)) == ["config.json", "metrics.csv", "summary.json"]
+
+
+def test_seeds_that_end_at_chance_are_named(tmp_path):
+    for seed, final in enumerate([0.51, 0.10, 0.50]):
+        make_run(tmp_path, "cifar_fnn", "fnn_zero_uniform_x1", seed, [0.2] * 14 + [final],
+                 epochs=15, dataset="cifar10")
+    stats = report([str(tmp_path)], str(tmp_path / "out"))
+    assert stats[("cifar_fnn", "fnn_zero_uniform_x1")]["at_chance"] == [1]
+    assert "seeds [1] ended at chance level" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_difference_is_attributed_only_to_a_move_beyond_seed_noise(tmp_path):
+    values = {"paper_text": [0.530, 0.532, 0.534], "paper_code": [0.489, 0.490, 0.491]}
+    for protocol, finals in values.items():
+        suffix = "" if protocol == "paper_text" else "_paper_code"
+        for seed, final in enumerate(finals):
+            make_run(tmp_path, "cifar_fnn", "fnn_lecun" + suffix, seed, [0.3] * 14 + [final],
+                     epochs=15, dataset="cifar10", protocol=protocol)
+    report([str(tmp_path)], str(tmp_path / "out"))
+    assert ("- fnn_lecun: the paper's value lies outside the paper_text interval; it lies "
+            "inside the interval of paper_code, moved beyond seed noise: paper_code accounts "
+            "for the difference.") in (tmp_path / "out" / "report.md").read_text()

@@ -15,6 +15,7 @@ from absl.testing import flagsaver
 from kzero import run
 from kzero.config import RunConfig
 from kzero.io import read_csv, read_json
+from kzero.protocols import SETTINGS
 from kzero.records import METRICS_COLUMNS
 from kzero.report import PAPER
 from kzero.train import train
@@ -145,8 +146,9 @@ print(type(model.get_layer("dense1").bias_initializer).__name__)
 @pytest.mark.once
 @pytest.mark.parametrize("init,preamble,initializer", [
     ("lecun", "import kzero", "FanInUniform"),
+    ("zero_normal", "import kzero", "NumpyNormal"),
     # Keras' own initializers only: the file loads where kzero is not imported.
-    ("zero_normal", "", "RandomNormal"),
+    ("zero", "", "Zeros"),
 ])
 def test_a_runs_model_loads_in_a_fresh_process(tmp_path, mnist, init, preamble, initializer):
     bias_scale = 1.0 if init == "zero_normal" else None
@@ -268,6 +270,9 @@ def test_every_flag_is_a_config_field_with_the_same_default():
             default = tuple(float(v) for v in default) if field == "bias_scales" else tuple(
                 default)
         expected = 0 if field == "base_seed" else getattr(defaults, field)
+        if field in SETTINGS:  # None: the protocol's, as the config's field says
+            expected = RunConfig.__dataclass_fields__[field].default
+            assert expected is None and getattr(defaults, field) is not None
         assert default == expected, name
     assert (defaults.grad_first_steps, defaults.grad_every) == (DEFAULT_GRAD_FIRST_STEPS,
                                                                 DEFAULT_GRAD_EVERY)

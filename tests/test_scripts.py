@@ -8,7 +8,7 @@ import sys
 import keras
 import pytest
 
-from kzero.io import read_json
+from kzero.io import read_csv, read_json
 
 from conftest import REPO
 
@@ -62,3 +62,24 @@ def test_parity_compares_the_backends_runs_and_fails_beyond_its_tolerance(data_d
     spread = abs(result["mean_final_test_accuracy"]["jax/lecun"]
                  - result["mean_final_test_accuracy"]["torch/lecun"])
     assert result["spread"]["lecun"] == pytest.approx(spread, abs=1e-4)
+
+
+@pytest.mark.once
+def test_paired_parity_compares_each_seed_across_backends(data_dir, tmp_path):
+    # A negative tolerance cannot be met: the script must say so and exit 1.
+    output = run_script("scripts/parity.py", "--paired", f"--data_dir={data_dir}",
+                        "--backends=jax,torch", "--runs=1", "--epochs=1", "--max_examples=1024",
+                        "--loss_tolerance=-1", f"--output_dir={tmp_path}", returncode=1)
+    lines = output.strip().splitlines()
+    assert lines[0] == "| init | seed | metric | jax | torch | spread |"
+    result = json.loads(lines[-1])
+    assert result["paired"] is True and result["ok"] is False
+    # Its numbers are each seed's own epoch 1, read here from metrics.csv.
+    for init, variant in (("lecun", "fnn_lecun"), ("zero_normal", "fnn_zero_normal_x1")):
+        accuracies = [float(read_csv(tmp_path / backend / "parity" / variant / "seed_0" /
+                                     "metrics.csv")[0]["test_accuracy"])
+                      for backend in ("jax", "torch")]
+        assert result["test_accuracy_spread"][f"{init}/seed_0"] == pytest.approx(
+            abs(accuracies[0] - accuracies[1]), abs=1e-6)
+        # The same initial weights and batches: only float rounding apart.
+        assert abs(accuracies[0] - accuracies[1]) <= 0.002
