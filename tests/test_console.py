@@ -68,7 +68,7 @@ def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir
     assert unknown.returncode == 2 and "mnist_nope" in unknown.stderr
 
 
-def test_ctrl_c_stops_a_run_within_about_a_second(tmp_path, data_dir):
+def test_ctrl_c_stops_a_run_at_once_and_exits(tmp_path, data_dir):
     argv = [sys.executable, "-m", "kzero.run", "--dataset=mnist", "--model=fnn",
             "--inits=lecun", "--epochs=20", "--runs=1", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}"]
@@ -82,10 +82,18 @@ def test_ctrl_c_stops_a_run_within_about_a_second(tmp_path, data_dir):
     time.sleep(0.5)  # well inside the next epoch
     sent = time.perf_counter()
     process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
-    latency = time.perf_counter() - sent
+    lines, stopped = [], None
+    for line in process.stdout:  # the run's own stop, timed as it is printed
+        lines.append(line)
+        if stopped is None and "kzero: interrupted" in line:
+            stopped = time.perf_counter() - sent
+    process.wait(timeout=120)
+    exited = time.perf_counter() - sent
+    output = "".join(lines)
     assert process.returncode == 130, output[-2000:]
-    assert latency < 3.0, f"{latency:.1f} s from SIGINT to exit"
+    assert stopped is not None and stopped < 1.0, f"stopped {stopped} s after SIGINT"
+    # The rest is the interpreter's and the backends' shutdown, longest under torch.
+    assert exited < 10.0, f"{exited:.1f} s from SIGINT to exit"
 
 
 def test_each_run_is_a_session_of_tensorboards_hparams_tab(tmp_path, mnist):

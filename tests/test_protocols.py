@@ -1,4 +1,5 @@
-"""The paper_code protocol, item by item, against what the authors' code does."""
+"""The paper_code protocol, item by item, against what the authors' code does.
+Tests that only read configs or NumPy pipelines are marked `once`."""
 
 import glob
 import os
@@ -22,6 +23,7 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+@pytest.mark.once
 def test_paper_code_sets_every_item_and_each_flag_overrides_it():
     code = RunConfig(protocol="paper_code")
     assert (code.holdout, code.order, code.bn_statistics, code.normalization_std,
@@ -38,6 +40,7 @@ def test_paper_code_sets_every_item_and_each_flag_overrides_it():
         "fnn_lecun_paper_code_epoch_order"
 
 
+@pytest.mark.once
 def test_paper_code_trains_the_logistic_baselines_for_the_notebooks_epochs():
     for dataset, epochs in [("mnist", 10), ("cifar10", 15)]:
         assert RunConfig(protocol="paper_code", dataset=dataset, model="logreg",
@@ -46,6 +49,7 @@ def test_paper_code_trains_the_logistic_baselines_for_the_notebooks_epochs():
     assert RunConfig(protocol="paper_code", model="fnn", epochs=3).epochs == 3
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("values,message", [
     (dict(protocol="paper"), "protocol=paper: not valid; choose from paper_text, paper_code"),
     (dict(order="random"), "order=random: not valid; choose from epoch, fixed"),
@@ -57,6 +61,7 @@ def test_bad_protocol_values_name_the_field(values, message):
         RunConfig(**values)
 
 
+@pytest.mark.once
 def test_holdout_is_a_random_split_drawn_anew_for_each_seed(mnist):
     split = split_holdout(mnist, 7000, seed=0)
     assert len(split["x_train"]) == 53000 and len(split["x_holdout"]) == 7000
@@ -75,6 +80,7 @@ def test_holdout_is_a_random_split_drawn_anew_for_each_seed(mnist):
         split_holdout(mnist, 60000, seed=0)
 
 
+@pytest.mark.once
 def test_fixed_order_reuses_one_order_every_epoch(mnist):
     assert np.array_equal(epoch_order(3, 0, 100, "fixed"), epoch_order(3, 7, 100, "fixed"))
     assert not np.array_equal(epoch_order(3, 0, 100), epoch_order(3, 7, 100))
@@ -84,6 +90,7 @@ def test_fixed_order_reuses_one_order_every_epoch(mnist):
         np.testing.assert_array_equal(train_data[step][1], train_data[steps + step][1])
 
 
+@pytest.mark.once
 def test_a_holdout_run_writes_validation_metrics_to_csv_and_tensorboard(tmp_path, data_dir):
     run_cli(flagfile("mnist_fnn"), "--inits=zero_normal", "--runs=1", "--epochs=2",
             "--max_examples=9048", "--protocol=paper_code", "--norecord_symmetry",
@@ -135,6 +142,7 @@ def test_the_models_batch_norm_layers_take_the_runs_statistics():
     assert len(layers) == 3 and all(layer.test_statistics == "batch" for layer in layers)
 
 
+@pytest.mark.once
 def test_kuangliu_std_and_black_crop_padding(cifar10):
     text = RunConfig(dataset="cifar10", model="resnet50")
     code = text.replace(normalization_std="kuangliu", crop_fill="black")
@@ -175,6 +183,7 @@ def test_every_pipeline_pads_crops_with_the_fill(cifar10, pipeline):
         np.testing.assert_array_equal(images, reference[0][0])
 
 
+@pytest.mark.once
 def test_the_runner_says_when_the_protocol_sets_the_epochs(tmp_path, mnist, capsys):
     from kzero.grid import run_grid
 
