@@ -14,7 +14,7 @@ Importing kzero registers its serializable Keras classes (initializers and
 layers), so models it saved load with `keras.saving.load_model`.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 import os  # noqa: E402
 

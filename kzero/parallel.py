@@ -57,9 +57,10 @@ class _Zipped(keras.utils.PyDataset):
 
 
 def _log_keys(output, only_output):
-    """Where Keras reports one output's metrics: `<output>_accuracy` and
-    `<i>/<output>_loss` (and their `val_` forms) in Keras 3.15; plain
-    `accuracy` and `loss` when the model has only this output."""
+    """Where Keras reports one output's metrics: `<output>_accuracy`,
+    `<output>_cross_entropy` and `<i>/<output>_loss` (and their `val_` forms)
+    in Keras 3.15; plain `accuracy` and `loss` when the model has only this
+    output."""
 
     def find(logs, metric, validation):
         if only_output:
@@ -81,15 +82,16 @@ class _ReplicaMetrics(EpochMetricsLogger):
     def __init__(self, workdir, output, only_output):
         super().__init__(os.path.join(workdir, "metrics.csv"), workdir,
                          stop_on_divergence=False)
-        self.find = _log_keys(output, only_output)
+        self.find, self.only_output = _log_keys(output, only_output), only_output
 
     def on_epoch_end(self, epoch, logs=None):
         if self.rows and diverged_epoch(self.rows[-1:]) is not None:
             return  # alone, this run would have stopped after that epoch
         logs = logs or {}
         own = {}
-        for column, metric, validation in (("loss", "loss", False), ("accuracy", "accuracy", False),
-                                           ("val_loss", "loss", True),
+        loss = "loss" if self.only_output else "cross_entropy"
+        for column, metric, validation in (("loss", loss, False), ("accuracy", "accuracy", False),
+                                           ("val_loss", loss, True),
                                            ("val_accuracy", "accuracy", True)):
             key = self.find(logs, metric, validation)
             own[column] = logs[key] if key is not None else math.nan

@@ -60,14 +60,29 @@ def build_run_model(config):
         keras.config.set_dtype_policy(previous_policy)
 
 
+def _float32_cross_entropy(labels, logits):
+    # In float32 as the loss is: Keras' cross-entropy metric computes in the
+    # logits' dtype, bfloat16 under --precision=mixed_bfloat16.
+    return keras.losses.sparse_categorical_crossentropy(
+        labels, keras.ops.cast(logits, "float32"), from_logits=True)
+
+
 def compile_run_model(model, config, outputs=1):
     """Compiles with the run's optimizer, cross-entropy on logits and accuracy
-    for each of `outputs` outputs (a group's losses are summed)."""
+    for each of `outputs` outputs (a group's losses are summed). A group also
+    gets each output's cross-entropy as a metric, `cross_entropy`: the
+    per-output losses Keras logs weigh every batch alike under tensorflow,
+    where the batch size is unknown when the step is traced, so with a partial
+    last batch they are not the mean over examples that a single run logs."""
     def loss():
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def metrics():
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        if outputs == 1:
+            return [accuracy]
+        return [accuracy, keras.metrics.MeanMetricWrapper(
+            _float32_cross_entropy, name="cross_entropy", dtype="float32")]
 
     model.compile(
         optimizer=make_optimizer(config.optimizer, config.learning_rate, config.weight_decay),
