@@ -25,6 +25,8 @@ from kzero.config import ConfigError
 from kzero.datasets import load_dataset
 from kzero.initializers import get_scheme
 from kzero.io import read_json
+from kzero.models import MODELS
+from kzero.progress import GridProgress, slow_backend_hint
 from kzero.quiet import has_tensorflow
 from kzero.train import CHECKPOINT, train
 
@@ -128,12 +130,16 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
                                  if run.epochs != grid.epochs}):
         _say(f"kzero: --protocol={grid.protocol} trains {model} on {grid.dataset} for {epochs} "
              f"epochs, not --epochs={grid.epochs} (kzero.protocols)")
+    for hint in sorted({slow_backend_hint(MODELS.get(run.model).convolutional) for run in runs}
+                       - {None}):
+        _say(hint)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"
               for i, run in enumerate(runs, start=1)}
+    progress = GridProgress(runs, _say)
     if grid.parallel_runs > 1:
-        _run_groups(runs, labels, arrays, root, grid, verbose, stop_request)
+        _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progress)
         return runs
     for run in runs:
         workdir = os.path.join(root, run.variant, f"seed_{run.seed}")
@@ -144,11 +150,12 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
             if not locked:
                 _say(f"{labels[id(run)]}: being trained by another process, skipped")
                 continue
-            _train_one(labels[id(run)], workdir, arrays, run, verbose, stop_request)
+            _train_one(labels[id(run)], workdir, arrays, run, verbose, stop_request, progress)
+        progress.run_finished(run)
     return runs
 
 
-def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request):
+def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progress):
     """--parallel_runs: the unfinished seeds of each variant, R at a time."""
     from kzero.parallel import train_parallel
 
@@ -161,8 +168,12 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request):
     for variant, members in variants.items():
         os.makedirs(os.path.join(root, variant), exist_ok=True)
         workdirs = {id(run): os.path.join(root, variant, f"seed_{run.seed}") for run in members}
-        todo = [run for run in members
-                if not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite)]
+        todo = []
+        for run in members:
+            if _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
+                progress.run_finished(run)
+            else:
+                todo.append(run)
         for start in range(0, len(todo), size):
             if stop_request.is_set():
                 raise KeyboardInterrupt
@@ -174,6 +185,8 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request):
                     # Another runner may have finished it since the list was made.
                     elif not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
                         group.append(run)
+                    else:
+                        progress.run_finished(run)
                 if not group:
                     continue
                 seeds = tuple(run.seed for run in group)
@@ -183,8 +196,10 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request):
                     _say(f"{labels[id(run)]}: training (group of {len(group)})")
                     shutil.rmtree(workdirs[id(run)], ignore_errors=True)  # restarts whole
                 summaries = train_parallel(configs, [workdirs[id(run)] for run in group],
-                                           arrays, verbose, stop_request)
+                                           arrays, verbose, stop_request,
+                                           callbacks=[progress.callback(group)])
                 for run, summary in zip(group, summaries):
+                    progress.run_finished(run)
                     _say(f"{labels[id(run)]}: {summary['status']} after "
                          f"{summary['epochs_completed']} epochs, test accuracy "
                          f"{_accuracy(summary['final_test_accuracy'])} in "
@@ -217,7 +232,7 @@ def _skip_finished(label, workdir, overwrite):
     return True
 
 
-def _train_one(label, workdir, arrays, config, verbose, stop_request):
+def _train_one(label, workdir, arrays, config, verbose, stop_request, progress):
     if _skip_finished(label, workdir, config.overwrite):
         return
     if not os.path.exists(os.path.join(workdir, CHECKPOINT)) or config.overwrite:
@@ -227,7 +242,8 @@ def _train_one(label, workdir, arrays, config, verbose, stop_request):
         shutil.rmtree(workdir, ignore_errors=True)
     start = time.perf_counter()
     _, summary = train(config, workdir, arrays, verbose=verbose, stop_request=stop_request,
-                       log=lambda text: _say(f"{label}: {text}"))
+                       log=lambda text: _say(f"{label}: {text}"),
+                       callbacks=[progress.callback([config])])
     _say(f"{label}: {summary['status']} after {summary['epochs_completed']} epochs, "
          f"test accuracy {_accuracy(summary['final_test_accuracy'])} "
          f"in {time.perf_counter() - start:.1f} s")

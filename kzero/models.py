@@ -187,6 +187,8 @@ class ModelSpec:
         normalize: the model wants per-channel normalised inputs.
         augment: the model trains on pad-4 random crops and horizontal flips.
         channels: the image channels it is defined for (None: any).
+        convolutional: it has convolutions (for the runner's hint on slow
+            backends).
     """
 
     name: str
@@ -195,6 +197,7 @@ class ModelSpec:
     normalize: bool = False
     augment: bool = False
     channels: Optional[int] = None
+    convolutional: bool = False
 
     def unsupported(self, input_shape):
         """Why this model cannot take `input_shape`, or None if it can."""
@@ -214,9 +217,9 @@ def register_model(spec, replace=False):
 
 register_model(ModelSpec("logreg", _logreg, "logistic regression, the paper's baseline"))
 register_model(ModelSpec("fnn", _fnn, "the paper's FNN: 500 units (MNIST), or 512-256-128"))
-register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)"))
+register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)", convolutional=True))
 register_model(ModelSpec("resnet50", _resnet50, "bias-enabled ELU ResNet-50 (CIFAR-10)",
-                         normalize=True, augment=True, channels=3))
+                         normalize=True, augment=True, channels=3, convolutional=True))
 
 # What the paper's public code actually zero-initialised in ResNet-50: its loop
 # tested the container instead of each sub-layer, so only these two were reached.

@@ -107,11 +107,12 @@ def _check_one_variant(configs):
                                  f"{name} ({first[name]!r} and {value!r})")
 
 
-def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None):
+def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None, callbacks=()):
     """Trains the runs `configs` (`RunConfig`s of one variant, different seeds)
     as one model, writing each run's results to its entry of `workdirs`, its
     `config.json` included. Batches come through the configs' pipeline, with
     NumPy's in place of tf.data (a group zips one pipeline per replica).
+    `callbacks`: more Keras callbacks for `fit`, called after kzero's.
     Returns the runs' summaries, in order."""
     import_tensorflow()  # Keras' saving would import it, with its start-up lines
     configs = [RunConfig.coerce(config) for config in configs]
@@ -144,7 +145,8 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
         sessions.append(HParamsLogger(workdir, hparams_of(config)))
         loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1))
-    callbacks = [*sessions, *loggers]
+    extra_callbacks = callbacks
+    callbacks = [*sessions, *loggers, *extra_callbacks]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()

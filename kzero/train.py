@@ -161,7 +161,8 @@ def hparams_of(config):
     return {name: value for name, value in values.items() if value is not None}
 
 
-def train(config, workdir, arrays=None, verbose="auto", stop_request=None, log=None):
+def train(config, workdir, arrays=None, verbose="auto", stop_request=None, log=None,
+          callbacks=()):
     """Trains one run and writes its results to `workdir`.
 
     If `workdir` holds a checkpoint of an unfinished run, training resumes
@@ -180,6 +181,7 @@ def train(config, workdir, arrays=None, verbose="auto", stop_request=None, log=N
             epoch's checkpoint to resume from.
         log: called with a line of text when the run resumes, saying after
             which epoch.
+        callbacks: more Keras callbacks for `fit`, called after kzero's.
 
     Returns:
         `(model, summary)`: the trained model and the dict written to
@@ -192,11 +194,11 @@ def train(config, workdir, arrays=None, verbose="auto", stop_request=None, log=N
         # Variables replicated, each batch split over the local devices; the
         # callbacks and checkpoints see ordinary (replicated) variables.
         with keras.distribution.DataParallel().scope():
-            return _train(config, workdir, arrays, verbose, stop_request, log)
-    return _train(config, workdir, arrays, verbose, stop_request, log)
+            return _train(config, workdir, arrays, verbose, stop_request, log, callbacks)
+    return _train(config, workdir, arrays, verbose, stop_request, log, callbacks)
 
 
-def _train(config, workdir, arrays, verbose, stop_request, log):
+def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks):
     import_tensorflow()  # Keras' saving would import it, with its start-up lines
     os.makedirs(workdir, exist_ok=True)
     config = stamp(config, input_pipeline=resolve_pipeline(config.pipeline))
@@ -239,6 +241,7 @@ def _train(config, workdir, arrays, verbose, stop_request, log):
         callbacks.append(SymmetryMonitor(path("symmetry.csv"), probe[0][:SYMMETRY_PROBE_SIZE],
                                          workdir, initial_epoch))
     callbacks.append(Checkpointer(checkpoint))
+    callbacks.extend(extra_callbacks)
     start = time.perf_counter()
     try:
         model.fit(

@@ -23,6 +23,7 @@ ALLOWED = [r"kzero: \d+ runs of \S+ -> \S+",
            r"\[\d+/\d+\] \S+/seed_\d+: finished after \d+ epochs, test accuracy \d\.\d{4} "
            r"in [\d.]+ s",
            r"Epoch \d+/\d+",
+           r"kzero: grid \d+/\d+ runs, \d+/\d+ run-epochs done(, about \d+m\d\ds left)?",
            r"\d+/\d+ - \d+m?s - \d+m?s/step - accuracy: [\d.]+ - loss: [\d.]+ - "
            r"val_accuracy: [\d.]+ - val_loss: [\d.]+"]
 
@@ -49,7 +50,47 @@ def test_a_jax_run_prints_only_kzeros_and_keras_lines(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     strays = [line for line in lines if not any(re.fullmatch(p, line) for p in ALLOWED)]
-    assert strays == [] and len(lines) == 1 + 3 * 3  # training, progress, result per run
+    assert strays == [] and len(lines) == 1 + 3 * 4  # training, Keras, grid, result per run
+    grid = [line.split(", about")[0] for line in lines if line.startswith("kzero: grid")]
+    assert grid == [f"kzero: grid {k}/3 runs, {k}/3 run-epochs done" for k in (1, 2, 3)]
+
+
+@pytest.mark.once
+def test_grid_progress_counts_skipped_resumed_and_grouped_runs():
+    from kzero.config import RunConfig
+    from kzero.progress import GridProgress
+
+    runs = [RunConfig(dataset="mnist", model="fnn", init="lecun", seed=k, epochs=10)
+            for k in range(4)]
+    lines, now = [], [0.0]
+    progress = GridProgress(runs, lines.append, clock=lambda: now[0])
+    progress.run_finished(runs[0])  # skipped: finished earlier
+    assert progress.line() == "kzero: grid 1/4 runs, 10/40 run-epochs done"
+    now[0] = 30.0
+    progress.epoch_finished(runs[1], 7)  # resumed after epoch 6 of its checkpoint
+    # One epoch trained in 30 s; 23 run-epochs left.
+    assert lines[-1] == "kzero: grid 1/4 runs, 17/40 run-epochs done, about 11m30s left"
+    reporter = progress.callback(runs[2:])  # a group of two
+    now[0] = 60.0
+    reporter.on_epoch_end(0)
+    assert lines[-1] == "kzero: grid 1/4 runs, 19/40 run-epochs done, about 7m00s left"
+    for epoch in range(1, 10):
+        reporter.on_epoch_end(epoch)
+    progress.run_finished(runs[1])  # diverged after epoch 7: nothing of it is left
+    assert progress.line().startswith("kzero: grid 4/4 runs, 40/40 run-epochs done")
+    assert len(lines) == 11
+
+
+def test_slow_backend_hint_names_only_what_was_measured():
+    import keras
+    from kzero.progress import slow_backend_hint
+
+    assert slow_backend_hint(False) is None
+    hint = slow_backend_hint(True)
+    if keras.backend.backend() == "jax":
+        assert hint.startswith("kzero: hint: jax's convolutions on a CPU") and "323" in hint
+    else:
+        assert hint is None
 
 
 @pytest.mark.once

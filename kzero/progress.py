@@ -1,0 +1,113 @@
+"""Grid-level progress: one line per finished epoch of any run, with runs and
+run-epochs done of the grid's total and, from the first finished epoch on, an
+estimate of the time left; and, at the start, a hint where the backend is
+known to be slow for the model on this machine."""
+
+import time
+
+import keras
+
+__all__ = ["GridProgress", "slow_backend_hint"]
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class GridProgress:
+    """Counts the run-epochs of a grid's `runs` (`RunConfig`s) as they finish.
+
+    A run skipped as finished, or one that ended early (diverged), counts all
+    its epochs as done; a resumed run counts the epochs of its checkpoint. The
+    estimate divides the run-epochs left by the rate of those trained in this
+    process, start-up and compilation included, so the first is pessimistic.
+    """
+
+    def __init__(self, runs, say, clock=time.monotonic):
+        self.epochs = {id(run): run.epochs for run in runs}
+        self.done = {id(run): 0 for run in runs}
+        self.finished = set()
+        self.say, self.clock = say, clock
+        self.trained = 0
+        self.start = clock()
+
+    @property
+    def total_epochs(self):
+        return sum(self.epochs.values())
+
+    @property
+    def epochs_done(self):
+        return sum(self.done.values())
+
+    def run_finished(self, run):
+        self.done[id(run)] = self.epochs[id(run)]
+        self.finished.add(id(run))
+
+    def epoch_finished(self, run, epoch):
+        """`run` completed its epoch number `epoch` (1-based); prints a line."""
+        self.done[id(run)] = max(self.done[id(run)], epoch)
+        self.trained += 1
+        self.say(self.line())
+
+    def seconds_left(self):
+        if not self.trained:
+            return None
+        rate = (self.clock() - self.start) / self.trained
+        return rate * (self.total_epochs - self.epochs_done)
+
+    def line(self):
+        left = self.seconds_left()
+        estimate = "" if not left else f", about {_duration(left)} left"
+        finished = self.finished | {key for key, done in self.done.items()
+                                    if done >= self.epochs[key]}
+        return (f"kzero: grid {len(finished)}/{len(self.epochs)} runs, "
+                f"{self.epochs_done}/{self.total_epochs} run-epochs done{estimate}")
+
+    def callback(self, runs):
+        """A Keras callback that reports each epoch of the model training
+        `runs` (one run, or a parallel group's)."""
+        return _EpochReporter(self, runs)
+
+
+class _EpochReporter(keras.callbacks.Callback):
+    def __init__(self, progress, runs):
+        super().__init__()
+        self.progress, self.runs = progress, runs
+
+    def on_epoch_end(self, epoch, logs=None):
+        for run in self.runs[:-1]:
+            self.progress.done[id(run)] = max(self.progress.done[id(run)], epoch + 1)
+            self.progress.trained += 1
+        self.progress.epoch_finished(self.runs[-1], epoch + 1)
+
+
+# (backend, platform, convolutional model) -> what was measured on such a
+# machine, from the README's "Measuring speed".
+_SLOW = {
+    ("jax", "cpu", True): "jax's convolutions on a CPU trained the CIFAR CNN at half the speed "
+                          "of tensorflow's (162 against 323 images/s, README \"Measuring "
+                          "speed\"): KERAS_BACKEND=tensorflow may finish sooner",
+}
+
+
+def _platform():
+    if keras.backend.backend() == "jax":
+        import jax
+        return jax.default_backend()
+    if keras.backend.backend() == "torch":
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    return keras.backend.backend()
+
+
+def slow_backend_hint(convolutional):
+    """One line naming a faster backend where this one is known to be slow
+    for a model with (or without) convolutions on this platform, else None."""
+    hint = _SLOW.get((keras.backend.backend(), _platform(), convolutional))
+    return None if hint is None else f"kzero: hint: {hint}"
