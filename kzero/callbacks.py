@@ -220,7 +220,9 @@ class GradientRecorder(_RecordingCallback):
         filename: the CSV file, e.g. `<workdir>/gradients.csv`.
         probe: `(x, y)` numpy batch of training examples, preprocessed.
         log_dir: where its TensorBoard histograms go (None: none).
-        first_steps: record every one of the first `first_steps` steps.
+        first_steps: record every one of the first `first_steps` steps, and
+            at least of the first K+1 for a model with K kernels, so that
+            awakening sees every layer wake.
         every: then record every `every` steps; 0 records no more.
         initial_step: when a run resumes, the update steps already done: the
             file's rows up to that step are kept, later ones redone.
@@ -247,6 +249,9 @@ class GradientRecorder(_RecordingCallback):
         self._gradients = gradient_function(model)
         self._names = [v.path.split("/")[-2:] for v in model.trainable_variables]
         self.awakening_step = {layer: None for layer, param in self._names if param == "kernel"}
+        # With zero kernels one layer wakes per step, from the output back:
+        # the first K+1 steps of K kernel layers show every layer wake.
+        self.first_steps = max(self.first_steps, len(self.awakening_step) + 1)
         for row in self.rows:
             self._note_awakening(row)
 

@@ -64,6 +64,8 @@ class RunConfig:
         bias_scale: multiplies the random biases of the schemes that use it;
             None for the others (taken as 1).
         activation: a name in `kzero.models.ACTIVATIONS`.
+        depth, width: the hidden layers and their units, for the models that
+            take them (`--model=mlp`); None for the others.
         init_scope: "all", or "paper_code" (the scheme reaches only the
             ResNet's stem conv and last layer, as in the paper's code).
         seed: the run's seed: initial weights, data order, augmentation.
@@ -96,7 +98,7 @@ class RunConfig:
         crop_fill: "mean" or "black" padding of the ResNet's random crops.
 
     The grid (what the command line asked for; `kzero.grid` expands it):
-        experiment, models, inits, bias_scales, runs, base_seed,
+        experiment, models, inits, bias_scales, depths, runs, base_seed,
         parallel_runs, output_dir, overwrite, shard; and extensions, the
         Python modules the runner imported first (they register datasets,
         models, schemes or optimizers).
@@ -114,6 +116,8 @@ class RunConfig:
     init: str = "lecun"
     bias_scale: Optional[float] = None
     activation: str = "elu"
+    depth: Optional[int] = None
+    width: Optional[int] = None
     init_scope: str = "all"
     seed: int = 0
     epochs: int = 10
@@ -143,6 +147,7 @@ class RunConfig:
     models: tuple = ("fnn",)
     inits: tuple = ("lecun", "zero_normal", "zero_uniform")
     bias_scales: tuple = (1.0,)
+    depths: tuple = ()
     runs: int = 5
     base_seed: Optional[int] = None
     parallel_runs: int = 1
@@ -161,7 +166,7 @@ class RunConfig:
     init_stream: Optional[str] = None
 
     def __post_init__(self):
-        for name in ("models", "inits", "bias_scales", "parallel_group", "extensions"):
+        for name in ("models", "inits", "bias_scales", "depths", "parallel_group", "extensions"):
             value = getattr(self, name)
             if isinstance(value, (list, str)):
                 value = (value,) if isinstance(value, str) else tuple(value)
@@ -171,6 +176,7 @@ class RunConfig:
         if self.bias_scale is not None:
             object.__setattr__(self, "bias_scale",
                                _positive_number("bias_scale", self.bias_scale))
+        object.__setattr__(self, "depths", tuple(_whole_number("depths", d) for d in self.depths))
         self._apply_protocol()
         self._check_values()
         if _CHECK_NAMES.get():
@@ -199,6 +205,9 @@ class RunConfig:
             _integer(name, getattr(self, name), minimum=0)
         if self.max_examples is not None:
             _integer("max_examples", self.max_examples, minimum=1)
+        for name in ("depth", "width"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), minimum=1)
         from kzero.protocols import BN_STATISTICS, CROP_FILLS, NORMALIZATION_STDS, ORDERS
 
         _integer("holdout", self.holdout, minimum=0)
@@ -248,6 +257,14 @@ class RunConfig:
                                           f"{self.dataset}; {reason}")
                     if MODELS.get(value).normalize:
                         self._check_std()
+        for field, option in (("depths", "depth"), ("width", "width")):
+            given = getattr(self, field)
+            if given not in (None, ()) and not any(
+                    option in MODELS.get(m).options for m in {*self.models, self.model}):
+                takers = [m for m in MODELS if option in MODELS.get(m).options]
+                shown = ",".join(map(str, given)) if isinstance(given, tuple) else given
+                raise ConfigError(field, shown, f"none of the models takes a {option}; "
+                                  f"only {_names(takers)} do")
 
     def _check_std(self):
         from kzero.protocols import alternative_std
@@ -283,8 +300,12 @@ class RunConfig:
     @property
     def base_variant(self):
         """`<model>_<init>`, plus `_x<scale>` for the schemes that use a bias
-        scale and `_<init_scope>` for a scope other than "all"."""
-        name = f"{self.model}_{self.init}"
+        scale and `_<init_scope>` for a scope other than "all"; a model's
+        depth and width follow its name (`mlp8x256_lecun`)."""
+        model = self.model
+        if self.depth is not None or self.width is not None:
+            model += f"{self.depth or ''}x{self.width or ''}"
+        name = f"{model}_{self.init}"
         if self.bias_scale is not None:
             name += f"_x{self.bias_scale:g}"
         if self.init_scope != "all":
@@ -373,6 +394,17 @@ def _integer(field, value, minimum):
         raise ConfigError(field, value, "must be a whole number")
     if value < minimum:
         raise ConfigError(field, value, "must be at least 1" if minimum == 1 else "must be 0 or more")
+
+
+def _whole_number(field, value):
+    """An integer of at least 1, from an int or its string (a list flag's)."""
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 1:
+        raise ConfigError(field, value, "must be whole numbers of at least 1")
+    return number
 
 
 def _positive_number(field, value):

@@ -189,6 +189,9 @@ class ModelSpec:
         channels: the image channels it is defined for (None: any).
         convolutional: it has convolutions (for the runner's hint on slow
             backends).
+        options: what else `build` takes as keyword arguments, with their
+            defaults: `RunConfig` fields of the same names (`--depth`,
+            `--width`), each value its own variant.
     """
 
     name: str
@@ -198,6 +201,7 @@ class ModelSpec:
     augment: bool = False
     channels: Optional[int] = None
     convolutional: bool = False
+    options: dict = dataclasses.field(default_factory=dict)
 
     def unsupported(self, input_shape):
         """Why this model cannot take `input_shape`, or None if it can."""
@@ -217,9 +221,19 @@ def register_model(spec, replace=False):
 
 register_model(ModelSpec("logreg", _logreg, "logistic regression, the paper's baseline"))
 register_model(ModelSpec("fnn", _fnn, "the paper's FNN: 500 units (MNIST), or 512-256-128"))
+def _mlp(f, x, num_classes, depth, width):
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i in range(1, depth + 1):
+        x = f.dense(x, width, f"dense{i}")
+    return f.dense(x, num_classes, "logits", activate=False)
+
+
 register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)", convolutional=True))
 register_model(ModelSpec("resnet50", _resnet50, "bias-enabled ELU ResNet-50 (CIFAR-10)",
                          normalize=True, augment=True, channels=3, convolutional=True))
+register_model(ModelSpec("mlp", _mlp, "`depth` hidden dense layers of `width` units (--depth, "
+                         "--width), for studies beyond the paper",
+                         options={"depth": 2, "width": 256}))
 
 # What the paper's public code actually zero-initialised in ResNet-50: its loop
 # tested the container instead of each sub-layer, so only these two were reached.
@@ -232,7 +246,7 @@ INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
 
 def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activation="elu",
                 seed=0, initialized_layers=None, *, input_shape=None, num_classes=None,
-                bn_statistics="moving"):
+                bn_statistics="moving", **options):
     """Builds a registered model, uncompiled, with logits as output.
 
     Args:
@@ -252,6 +266,8 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
             number of classes, where no dataset is given.
         bn_statistics: "moving" (Keras' rule) or "batch": what the batch
             norm layers normalise test batches with.
+        **options: the model's own (`ModelSpec.options`, e.g. `depth` and
+            `width` of "mlp"); those left out take their defaults.
     """
     from kzero.datasets import get_dataset
 
@@ -265,8 +281,13 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
     reason = model_spec.unsupported(input_shape)
     if reason:
         raise ValueError(f"model {model!r} is not defined for dataset {name!r}: {reason}")
+    unknown = sorted(set(options) - set(model_spec.options))
+    if unknown:
+        raise ValueError(f"model {model!r} takes no {', '.join(unknown)}")
+    options = {**model_spec.options,
+               **{name: value for name, value in options.items() if value is not None}}
     factory = LayerFactory(init, bias_scale, activation, seed, initialized_layers,
                            bn_statistics)
     inputs = keras.Input(tuple(input_shape), name="images")
-    outputs = model_spec.build(factory, inputs, num_classes)
+    outputs = model_spec.build(factory, inputs, num_classes, **options)
     return keras.Model(inputs, outputs, name=f"{name}_{model}")

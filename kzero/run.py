@@ -34,6 +34,9 @@ flags.DEFINE_list("model", ["fnn"], f"Models: {', '.join(MODELS)}.")
 flags.DEFINE_list("inits", ["lecun", "zero_normal", "zero_uniform"],
                   f"Init schemes: {', '.join(SCHEMES)}.")
 flags.DEFINE_list("bias_scales", ["1"], "Bias scales for the zero_normal and zero_uniform schemes.")
+flags.DEFINE_list("depth", [], "Hidden layers of --model=mlp, or a list of depths (a variant "
+                  "each); default 2.")
+flags.DEFINE_integer("width", None, "Units per hidden layer of --model=mlp; default 256.")
 flags.DEFINE_string("activation", "elu",
                     f"Activation after every layer but the last: {', '.join(ACTIVATIONS)}.")
 flags.DEFINE_list("extensions", [], "Python modules to import first, which register datasets, "
@@ -91,7 +94,7 @@ flags.DEFINE_string("shard", None, "i/n: train only runs i, i+n, i+2n, ... of th
                     "so that n jobs of a cluster array cover it; kzero.report merges them.")
 
 # The RunConfig fields whose flag has another name; every other flag is its field.
-FIELD_OF_FLAG = {"model": "models", "seed": "base_seed"}
+FIELD_OF_FLAG = {"model": "models", "seed": "base_seed", "depth": "depths"}
 FLAG_OF_FIELD = {**{field: flag for flag, field in FIELD_OF_FLAG.items()}, "seed": "seed"}
 
 

@@ -55,7 +55,8 @@ def build_run_model(config):
             bias_scale=config.bias_scale if config.bias_scale is not None else 1.0,
             activation=config.activation, seed=config.seed,
             initialized_layers=INIT_SCOPES[config.init_scope],
-            bn_statistics=config.bn_statistics)
+            bn_statistics=config.bn_statistics,
+            **{name: getattr(config, name) for name in MODELS.get(config.model).options})
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -147,7 +148,8 @@ def run_probe(config, arrays):
 
 
 # What TensorBoard's HParams tab shows of each run.
-HPARAMS = ("experiment", "dataset", "model", "init", "bias_scale", "init_scope", "activation",
+HPARAMS = ("experiment", "dataset", "model", "depth", "width", "init", "bias_scale", "init_scope",
+           "activation",
            "seed", "optimizer", "learning_rate", "weight_decay", "batch_size", "epochs",
            "precision", "protocol", "holdout", "order", "bn_statistics", "normalization_std",
            "crop_fill")

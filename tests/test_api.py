@@ -13,6 +13,7 @@ import pytest
 import kzero
 from kzero.config import ConfigError, RunConfig
 from kzero.grid import expand, run_grid
+from kzero.models import build_model
 from kzero.io import read_csv, read_json
 from kzero.optimizers import make_optimizer
 
@@ -149,6 +150,23 @@ def test_expand_makes_one_config_per_run():
         ("logreg_zero_normal_x100", 8)]
     assert len(runs) == 2 * (1 + 2) * 2
     assert {r.base_seed for r in runs} == {7} and runs[0].bias_scale is None
+
+
+@pytest.mark.once
+def test_an_mlp_grid_has_a_variant_per_depth_and_builds_it():
+    runs = expand(RunConfig(models=("fnn", "mlp"), depths=("4", 16), width=32,
+                            inits=("lecun",), runs=1))
+    assert [(r.variant, r.depth, r.width) for r in runs] == [
+        ("fnn_lecun", None, None), ("mlp4x32_lecun", 4, 32), ("mlp16x32_lecun", 16, 32)]
+    assert [r.variant for r in expand(RunConfig(models=("mlp",), inits=("lecun",), runs=1))] == [
+        "mlp2x256_lecun"]
+    model = build_model("mnist", "mlp", depth=3, width=7)
+    assert [(layer.name, layer.units) for layer in model.layers
+            if isinstance(layer, keras.layers.Dense)] == [
+        ("dense1", 7), ("dense2", 7), ("dense3", 7), ("logits", 10)]
+    assert model.count_params() == 784 * 7 + 7 + 2 * (7 * 7 + 7) + 7 * 10 + 10
+    with pytest.raises(ValueError, match="model 'fnn' takes no depth"):
+        build_model("mnist", "fnn", depth=3)
 
 
 @pytest.mark.parametrize("name,kind,settings", [

@@ -40,6 +40,18 @@ def test_cifar_fnn_layers_wake_up_one_per_step(tmp_path, cifar10, init, expected
     assert len(rows) == 5 * 8  # 4 layers x (kernel, bias) per recorded step
 
 
+def test_a_deep_mlp_wakes_one_layer_per_step_to_the_input_at_depth_plus_1(tmp_path, mnist):
+    # 7 hidden layers: the input layer wakes at step 8, which recording only
+    # the first 5 steps (the default; here 1) would not see.
+    _, summary = train(config("mnist", "zero_normal", model="mlp", depth=7, width=32,
+                              max_examples=2048, grad_first_steps=1, record_symmetry=False),
+                       str(tmp_path), mnist)
+    assert summary["awakening_step"] == {"logits": 1, **{f"dense{i}": 9 - i
+                                                         for i in range(1, 8)}}
+    assert sorted({int(r["step"]) for r in read_csv(tmp_path / "gradients.csv")}) == list(
+        range(1, 10))
+
+
 def symmetry_rows(workdir):
     return [(int(r["epoch"]), r["layer"], int(r["units"]), int(r["distinct_units"]),
              float(r["dead_fraction"])) for r in read_csv(os.path.join(workdir, "symmetry.csv"))]
