@@ -48,7 +48,7 @@ from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # no
                             load_dataset, register_dataset)
 from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform,  # noqa: E402
                                 NumpyNormal, NumpyUniform, Scheme, apply_scheme, get_scheme,
-                                register_scheme)
+                                register_scheme, small_normal_scheme)
 from kzero.layers import BatchNormalization  # noqa: E402
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
                           build_model, register_model)
@@ -62,4 +62,4 @@ __all__ = ["ACTIVATIONS", "BatchNormalization", "ConfigError", "DATASETS", "Data
            "Protocol", "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model",
            "get_dataset", "get_scheme", "initializers", "layers", "load_dataset",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",
-           "register_scheme", "train"]
+           "register_scheme", "small_normal_scheme", "train"]

@@ -1,6 +1,7 @@
 """Keras callbacks that record a run: per-epoch metrics (`metrics.csv`),
-gradient distributions and layer awakening (`gradients.csv`), and unit
-symmetry (`symmetry.csv`), each also as TensorBoard scalars or histograms.
+gradient distributions and layer awakening (`gradients.csv`), forward
+statistics per layer (`activations.csv`), and unit symmetry (`symmetry.csv`),
+each also as TensorBoard scalars or histograms.
 
 Shaped like Keras' own `CSVLogger` and `TensorBoard`: each takes the file it
 writes and the log dir of its TensorBoard events, and opens and closes its
@@ -26,8 +27,8 @@ from kzero.gradients import gradient_function
 from kzero.io import write_csv
 from kzero.records import HOLDOUT_COLUMNS, METRICS_COLUMNS, is_diverged, read_rows
 
-__all__ = ["Checkpointer", "EpochMetricsLogger", "GradientRecorder", "HParamsLogger",
-           "HoldoutEvaluator",
+__all__ = ["ACTIVATION_COLUMNS", "ActivationRecorder", "Checkpointer", "EpochMetricsLogger",
+           "GradientRecorder", "HParamsLogger", "HoldoutEvaluator",
            "StopOnRequest", "SymmetryMonitor", "distinct_units", "dead_fraction",
            "gradient_statistics"]
 
@@ -276,6 +277,95 @@ class GradientRecorder(_RecordingCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         write_csv(self.path, GRADIENT_COLUMNS, self.rows)
+        self.events.flush()
+
+
+# Where ELU saturates: below -5 its gradient exp(x) is under 0.007.
+SATURATION_THRESHOLD = -5.0
+
+ACTIVATION_COLUMNS = ["step", "layer", "pre_mean", "pre_std", "pre_max_abs",
+                      "saturated_fraction", "mean", "std", "max_abs"]
+
+
+def activation_statistics(pre_activation, activation):
+    """One `activations.csv` row's statistics of a layer's pre-activations
+    (x @ kernel + bias) and activations on a batch."""
+    pre = np.asarray(pre_activation, np.float64).ravel()
+    out = np.asarray(activation, np.float64).ravel()
+    return {"pre_mean": pre.mean(), "pre_std": pre.std(), "pre_max_abs": np.abs(pre).max(),
+            "saturated_fraction": float(np.mean(pre < SATURATION_THRESHOLD)),
+            "mean": out.mean(), "std": out.std(), "max_abs": np.abs(out).max()}
+
+
+def _pre_activation(layer, inputs):
+    """What `layer` (a Dense or Conv2D) computes before its activation."""
+    x = keras.ops.cast(inputs, layer.compute_dtype)
+    kernel = keras.ops.cast(layer.kernel, layer.compute_dtype)
+    if isinstance(layer, keras.layers.Dense):
+        out = keras.ops.matmul(x, kernel)
+    else:
+        out = keras.ops.conv(x, kernel, strides=layer.strides, padding=layer.padding,
+                             data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    if layer.bias is not None:
+        out = out + keras.ops.cast(layer.bias, layer.compute_dtype)
+    return out
+
+
+class ActivationRecorder(_RecordingCallback):
+    """Records what every dense and 2-D conv layer computes on a fixed probe
+    batch, in inference mode, at the gradient recorder's schedule: before
+    update step s for s = 1..`first_steps` (at least K+1 for K such layers)
+    and then every `every` steps. Per layer, the distribution of its
+    pre-activations (x @ kernel + bias) and of its activations (the layer's
+    output), as TensorBoard histograms `activations/<layer>/pre_activation`
+    and `activations/<layer>/activation` and a row of `activations.csv`:
+    mean, std and max |x| of each, and the fraction of pre-activations below
+    -5, where ELU saturates. This is what the paper's guess about large bias
+    scales, "an over amplification of the input signals during the forward
+    pass", can be checked against.
+
+    Args: as `GradientRecorder`'s, `probe` an `(x, y)` batch (y unused).
+    """
+
+    def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
+                 every=DEFAULT_GRAD_EVERY, initial_step=0):
+        super().__init__(log_dir)
+        self.path = filename
+        self.probe = probe[0]
+        self.first_steps, self.every = first_steps, every
+        self.rows = _resumed_rows(filename, "step", initial_step)
+        self._step = initial_step
+
+    def due(self, step):
+        return step <= self.first_steps or (self.every > 0 and step % self.every == 0)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        self._layers = [layer for layer in model.layers
+                        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
+        self.first_steps = max(self.first_steps, len(self._layers) + 1)
+        self._inputs = keras.Model(model.inputs, [layer.input for layer in self._layers])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step += 1
+        if not self.due(self._step):
+            return
+        self.model  # noqa: B018  brings the current weights back to the model under jax
+        inputs = self._inputs([self.probe], training=False)
+        for layer, x in zip(self._layers, inputs):
+            pre = _pre_activation(layer, x)
+            out = layer.activation(pre)
+            pre, out = keras.ops.convert_to_numpy(pre), keras.ops.convert_to_numpy(out)
+            self.rows.append({"step": self._step, "layer": layer.name,
+                              **activation_statistics(pre, out)})
+            for name, values in (("pre_activation", pre), ("activation", out)):
+                finite = values[np.isfinite(values)].astype(np.float32)
+                if finite.size:
+                    self.events.histogram(f"activations/{layer.name}/{name}", finite,
+                                          self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_csv(self.path, ACTIVATION_COLUMNS, self.rows)
         self.events.flush()
 
 

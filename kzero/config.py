@@ -83,6 +83,8 @@ class RunConfig:
         record_gradients, grad_first_steps, grad_every: gradient recording
             (see `kzero.callbacks.GradientRecorder`).
         record_symmetry: distinct and dead units per layer and epoch.
+        record_activations: forward statistics per layer, at the gradient
+            schedule (see `kzero.callbacks.ActivationRecorder`).
         save_model: keep the trained model as `model.keras`.
         data_dir: where `<dataset>.npz` is; None: $KZERO_DATA_DIR, else
             tensorflow-datasets.
@@ -134,6 +136,7 @@ class RunConfig:
     grad_first_steps: int = 5
     grad_every: int = 1000
     record_symmetry: bool = True
+    record_activations: bool = True
     save_model: bool = True
     data_dir: Optional[str] = None
     protocol: str = "paper_text"

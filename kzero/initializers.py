@@ -26,7 +26,7 @@ from kzero.registry import Registry
 
 __all__ = ["INIT_STREAM", "FanInUniform", "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform",
            "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme", "layer_rng",
-           "register_scheme", "weighted_layers"]
+           "register_scheme", "small_normal_scheme", "weighted_layers"]
 
 # Which random stream initial weights are drawn from; a run's config.json
 # records it. Runs without it drew from each backend's own generator.
@@ -258,6 +258,27 @@ for _scheme in [
     ),
 ]:
     register_scheme(_scheme)
+
+
+def small_normal_scheme(kernel_std):
+    """`zero_normal` with kernels N(0, kernel_std^2) instead of zero: whether
+    a little kernel diversity closes the gap to the reference init (a study
+    beyond the paper). Named `small_normal_<kernel_std>`, e.g.
+    `small_normal_1e-4`; register it with `register_scheme`."""
+    label = f"{kernel_std:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return Scheme(
+        f"small_normal_{label}",
+        f"kernels N(0, {label}^2), biases N(0, 1) * bias_scale",
+        lambda fan_in, scale, ks, bs: (
+            NumpyNormal(mean=0.0, stddev=kernel_std, seed=ks),
+            NumpyNormal(mean=0.0, stddev=scale, seed=bs),
+        ),
+        uses_bias_scale=True,
+    )
+
+
+for _kernel_std in (1e-4, 1e-2):
+    register_scheme(small_normal_scheme(_kernel_std))
 
 
 def get_scheme(name):

@@ -61,6 +61,8 @@ flags.DEFINE_boolean("record_gradients", True, "Record gradient distributions an
 flags.DEFINE_integer("grad_first_steps", 5, "Record gradients at each of the first N steps.")
 flags.DEFINE_integer("grad_every", 1000, "Then record gradients every N steps (0: never).")
 flags.DEFINE_boolean("record_symmetry", True, "Record distinct and dead units per layer and epoch.")
+flags.DEFINE_boolean("record_activations", True, "Record pre-activation and activation statistics "
+                     "per layer (activations.csv) at the gradient schedule.")
 flags.DEFINE_boolean("save_model", True, "Keep each finished run's trained model as model.keras.")
 # How to train.
 flags.DEFINE_integer("epochs", 10, "Epochs per run.")
@@ -73,8 +75,8 @@ flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate.")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay; default the optimizer's own "
                    "(0; 0.01 for adamw).")
 flags.DEFINE_integer("parallel_runs", 1, "Train up to R seeds of a variant at once, as one "
-                     "model of R replicas; such groups record no gradients or symmetry, and "
-                     "restart rather than resume when interrupted.")
+                     "model of R replicas; such groups record no gradients, activations or "
+                     "symmetry, and restart rather than resume when interrupted.")
 flags.DEFINE_string("distribution", "none", "none, or data_parallel: split each batch over all "
                     "local devices (keras.distribution.DataParallel; jax backend only).")
 flags.DEFINE_string("precision", "float32", "float32, or mixed_bfloat16 / mixed_float16: compute "

@@ -15,7 +15,7 @@ import time
 import keras
 import numpy as np
 
-from kzero.callbacks import (Checkpointer, EpochMetricsLogger, GradientRecorder, HParamsLogger,
+from kzero.callbacks import (ActivationRecorder, Checkpointer, EpochMetricsLogger, GradientRecorder, HParamsLogger,
                              HoldoutEvaluator, StopOnRequest, SymmetryMonitor)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
@@ -232,13 +232,17 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     gradient_recorder = None
-    if config.record_gradients or config.record_symmetry:
+    if config.record_gradients or config.record_symmetry or config.record_activations:
         probe = run_probe(config, arrays)
     if config.record_gradients:
         gradient_recorder = GradientRecorder(
             path("gradients.csv"), probe, workdir, first_steps=config.grad_first_steps,
             every=config.grad_every, initial_step=initial_epoch * steps_per_epoch)
         callbacks.append(gradient_recorder)
+    if config.record_activations:
+        callbacks.append(ActivationRecorder(
+            path("activations.csv"), probe, workdir, first_steps=config.grad_first_steps,
+            every=config.grad_every, initial_step=initial_epoch * steps_per_epoch))
     if config.record_symmetry:
         callbacks.append(SymmetryMonitor(path("symmetry.csv"), probe[0][:SYMMETRY_PROBE_SIZE],
                                          workdir, initial_epoch))

@@ -16,7 +16,7 @@ the ResNet's augmentation for `--model=resnet50`): the model must not outrun it.
 `peak_device_memory_mb` is the accelerator's peak, null without one.
 
 `--against=no_recording` times kzero with and without its diagnostics
-(gradient recording and the symmetry monitor): what recording costs.
+(gradient and activation recording, the symmetry monitor): what recording costs.
 
 The first epoch (compilation) is reported apart from the steady ones. For the
 steady epochs both the minimum and the median are given: on a small shared
@@ -297,7 +297,7 @@ def main(argv):
                 kzero, accuracy = kzero_epoch_times(arrays, os.path.join(tmp, f"r{repeat}"))
                 times["other"].append(kzero_epoch_times(
                     arrays, os.path.join(tmp, f"p{repeat}"), record_gradients=False,
-                    record_symmetry=False)[0])
+                    record_symmetry=False, record_activations=False)[0])
             times["kzero"].append(kzero)
             result["kzero_final_test_accuracy"] = round(accuracy, 4)
     kzero, other = summarize(times["kzero"]), summarize(times["other"])

@@ -5,8 +5,8 @@ import os
 import keras
 import numpy as np
 import pytest
-from kzero.callbacks import (GradientRecorder, dead_fraction, distinct_units,
-                             gradient_statistics)
+from kzero.callbacks import (ActivationRecorder, GradientRecorder, activation_statistics,
+                             dead_fraction, distinct_units, gradient_statistics)
 from kzero.config import RunConfig
 from kzero.io import read_csv
 from kzero.models import build_model
@@ -187,3 +187,71 @@ def test_recorded_statistics_equal_an_independent_computation(tmp_path, mnist):
             assert event.histogram_value.num == row["count"]
             np.testing.assert_allclose([event.histogram_value.min, event.histogram_value.max],
                                        [row["min"], row["max"]], rtol=1e-6, atol=1e-12)
+
+
+def numpy_forward(model, weights, x):
+    """Each dense and conv layer's (pre-activation, activation) for the paper's
+    MNIST MLP and CNN (stride-1 `same` convs, ELU, flatten, dense), in float64
+    numpy from the weights alone."""
+    elu = lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0)))  # noqa: E731
+    layers = [layer for layer in model.layers
+              if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
+    h, out = x.astype(np.float64), []
+    for layer, (kernel, bias) in zip(layers, zip(weights[::2], weights[1::2])):
+        kernel, bias = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+        if isinstance(layer, keras.layers.Conv2D):
+            pad = kernel.shape[0] // 2
+            padded = np.pad(h, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+            windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[:2], (1, 2))
+            pre = np.einsum("nhwcij,ijcf->nhwf", windows, kernel) + bias
+        else:
+            pre = h.reshape(len(h), -1) @ kernel + bias
+        h = pre if layer.name == "logits" else elu(pre)
+        out.append((layer.name, pre, h))
+    return out
+
+
+@pytest.mark.parametrize("model_name,init,bias_scale", [
+    ("mlp", "zero_normal", 10.0),  # zero kernels: the pre-activations are the biases
+    ("mlp", "lecun", 1.0),
+    ("cnn", "zero_uniform", 100.0),
+])
+def test_activation_statistics_equal_a_numpy_forward_pass(tmp_path, mnist, model_name, init,
+                                                          bias_scale):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = compile_run_model(build_model("mnist", model_name, init=init, bias_scale=bias_scale,
+                                          seed=2, depth=2, width=64) if model_name == "mlp"
+                              else build_model("mnist", model_name, init=init,
+                                               bias_scale=bias_scale, seed=2), RunConfig())
+    train_data, steps, _ = make_pipelines(mnist, 128, seed=0, epochs=1, max_examples=640)
+    probe = probe_batch(mnist, 32)
+    snapshots = WeightSnapshots()
+    recorder = ActivationRecorder(str(tmp_path / "activations.csv"), probe, log_dir=str(tmp_path),
+                                  first_steps=1, every=5)
+    model.fit(train_data, epochs=1, steps_per_epoch=steps, callbacks=[snapshots, recorder],
+              verbose=0, shuffle=False)
+    layers = 3
+    recorded_steps = list(range(1, layers + 2)) + [5]  # at least K+1 steps, then every 5th
+    rows = {(int(r["step"]), r["layer"]): r for r in read_csv(tmp_path / "activations.csv")}
+    assert sorted({step for step, _ in rows}) == recorded_steps
+    saturated = 0.0
+    for step in recorded_steps:
+        for name, pre, out in numpy_forward(model, snapshots.weights[step - 1], probe[0]):
+            want, got = activation_statistics(pre, out), rows[(step, name)]
+            for key, value in want.items():
+                np.testing.assert_allclose(float(got[key]), value, rtol=1e-4, atol=1e-5,
+                                           err_msg=f"step {step} {name} {key}")
+            saturated = max(saturated, want["saturated_fraction"])
+    # The biases of scale 10 and 100 push many units below -5; lecun's none.
+    assert (saturated > 0.1) == (bias_scale > 1)
+    accumulator = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    for kind, column in (("pre_activation", "pre_max_abs"), ("activation", "max_abs")):
+        events = accumulator.Histograms(f"activations/dense1/{kind}" if model_name == "mlp"
+                                        else f"activations/conv2/{kind}")
+        assert [e.step for e in events] == recorded_steps
+        for event in events:
+            row = rows[(event.step, "dense1" if model_name == "mlp" else "conv2")]
+            assert max(abs(event.histogram_value.min), abs(event.histogram_value.max)) == \
+                pytest.approx(float(row[column]), rel=1e-5)

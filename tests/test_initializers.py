@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform, NumpyNormal,
-                               NumpyUniform, get_scheme)
+                               NumpyUniform, get_scheme, small_normal_scheme)
 from kzero.models import build_model
 
 N = 1_000_000
@@ -77,6 +77,17 @@ def test_zero_and_keras_default():
     limit = math.sqrt(6 / (1000 + 1000))
     assert_uniform(draw(kernel, (1000, 1000)).ravel(), -limit, limit)
     assert not draw(bias, (10,)).any()
+
+
+@pytest.mark.parametrize("name,kernel_std", [("small_normal_1e-4", 1e-4),
+                                              ("small_normal_1e-2", 1e-2)])
+def test_small_normal_kernels_and_unit_normal_biases(name, kernel_std):
+    scheme = get_scheme(name)
+    assert scheme.uses_bias_scale and small_normal_scheme(kernel_std).name == name
+    kernel_init, bias_init = scheme.initializers(784, bias_scale=1.0,
+                                                 rng=np.random.default_rng(0))
+    assert_normal(draw(kernel_init, (1000, 1000)).ravel(), 0.0, kernel_std)
+    assert_normal(draw(bias_init), 0.0, 1.0)
 
 
 def test_seed_determinism():
