@@ -9,7 +9,8 @@ directory):
                 95% Student-t confidence interval over seeds;
   report.md     the final epoch of each variant next to the paper's value;
   <experiment>.png  test accuracy vs epoch (the paper's Figures 3-11);
-  figure12.png  weight-gradient box plots over the first update steps.
+  figure12.png  weight-gradient box plots over the first update steps;
+  beyond_*.png  the figures of the studies beyond the paper (`kzero.beyond`).
 Partial runs (fewer epochs or seeds than planned) and diverged runs are kept
 apart and said so in the table and the figures.
 """
@@ -522,7 +523,27 @@ def _measured(experiment, variants):
     return lines
 
 
-def write_report(stats_by_key, figures, path):
+def beyond_the_paper(runs_by_key, out):
+    """The "Beyond the paper" section: one subsection per study of
+    `kzero.beyond.SECTIONS` that has runs, its figure drawn into `out`."""
+    from kzero.beyond import SECTIONS
+
+    lines = []
+    for experiment, section in SECTIONS.items():
+        # Finished or diverged runs only: a run in progress has no summary yet.
+        runs = {v: [run for run in r if run.summary is not None]
+                for (e, v), r in runs_by_key.items() if e == experiment}
+        runs = {v: r for v, r in runs.items() if r}
+        if runs:
+            lines += section(runs, out)
+    if not lines:
+        return []
+    return ["## Beyond the paper", "", "Questions the paper's discussion leaves open, each "
+            "answered from the runs of its flagfile (`flags/<experiment>.flags`, 5 seeds); "
+            "every number and sentence below is computed from those runs.", "", *lines]
+
+
+def write_report(stats_by_key, figures, path, beyond=()):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
              "interval, next to the value read off the paper's figure (Schicho, 2023, the "
@@ -531,8 +552,10 @@ def write_report(stats_by_key, figures, path):
              "epochs (or those its protocol imposes). Protocols: `paper_text` follows the "
              "paper's text, `paper_code` the authors' code where the text is silent "
              "(kzero.protocols). Diverged seeds are left out of the mean and listed.", ""]
+    from kzero.beyond import SECTIONS
+
     order = list(FIGURES)
-    experiments = sorted({e for e, _ in stats_by_key},
+    experiments = sorted({e for e, _ in stats_by_key} - set(SECTIONS),
                          key=lambda e: (order.index(e) if e in order else len(order), e))
     for experiment in experiments:
         variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}
@@ -567,6 +590,7 @@ def write_report(stats_by_key, figures, path):
                       f"[{EARLIER}]({EARLIER}).", ""]
     if "figure12" in figures:
         lines += ["## Figure 12", "", f"![figure 12]({figures['figure12']})", ""]
+    lines += list(beyond)
     write_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -595,13 +619,16 @@ def report(directories, out):
     os.makedirs(out, exist_ok=True)
     stats_by_key = {key: aggregate(runs) for key, runs in runs_by_key.items()}
     write_results(stats_by_key, os.path.join(out, "results.csv"))
+    from kzero.beyond import SECTIONS
+
     figures = {}
-    for experiment in sorted({e for e, _ in stats_by_key}):
+    for experiment in sorted({e for e, _ in stats_by_key} - set(SECTIONS)):
         plot_experiment(experiment, stats_by_key, os.path.join(out, f"{experiment}.png"))
         figures[experiment] = f"{experiment}.png"
     if plot_figure12(runs_by_key, os.path.join(out, "figure12.png")):
         figures["figure12"] = "figure12.png"
-    write_report(stats_by_key, figures, os.path.join(out, "report.md"))
+    write_report(stats_by_key, figures, os.path.join(out, "report.md"),
+                 beyond_the_paper(runs_by_key, out))
     print(f"kzero.report: {len(stats_by_key)} variants -> {out}/report.md")
     return stats_by_key
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from kzero.io import read_csv, write_csv, write_json
+from kzero.io import read_csv, read_json, write_csv, write_json
 from kzero.report import (aggregate, collect, confidence_interval, plot_experiment,
                           plot_figure12, report)
 
@@ -279,3 +279,60 @@ def test_a_difference_is_attributed_only_to_a_move_beyond_seed_noise(tmp_path):
     assert ("- fnn_lecun: the paper's value lies outside the paper_text interval; it lies "
             "inside the interval of paper_code, moved beyond seed noise: paper_code accounts "
             "for the difference.") in (tmp_path / "out" / "report.md").read_text()
+
+
+def _write_awakening(workdir, steps):
+    summary = read_json(os.path.join(workdir, "summary.json"))
+    write_json(os.path.join(workdir, "summary.json"), {**summary, "awakening_step": steps})
+
+
+@pytest.mark.once
+def test_the_depth_study_says_where_awakening_departs_from_one_layer_per_step(tmp_path):
+    for depth in (2, 4):
+        for init in ("lecun", "zero_normal"):
+            variant = f"mlp{depth}x256_{init}" + ("_x1" if init != "lecun" else "")
+            for seed in range(3):
+                workdir = make_run(tmp_path, "beyond_depth", variant, seed,
+                                   [0.85, 0.95] if init == "lecun" or depth == 2 else [0.5, 0.6],
+                                   epochs=2, model="mlp", depth=depth, width=256, init=init,
+                                   bias_scale=None if init == "lecun" else 1.0)
+                names = [f"dense{i}" for i in range(1, depth + 1)] + ["logits"]
+                steps = {n: 1 for n in names} if init == "lecun" else {
+                    n: depth + 1 - i for i, n in enumerate(names)}
+                if init == "zero_normal" and depth == 4 and seed == 2:
+                    steps["dense1"] = 1000  # woke after the recorded first steps
+                _write_awakening(workdir, steps)
+    report([str(tmp_path)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text[text.index("### Awakening and depth"):]
+    assert "| 4 | zero_normal | 3/3 | 0.6000 ± 0.0000 | -; 3 | 5, 1000 | 5 |" in section
+    assert ("- zero_normal: the input layer woke at step L+1 in every seed at depth 2; "
+            "not at depth 4.") in section
+    assert ("- zero_normal: below 90% mean final test accuracy after the runs' epochs, where "
+            "lecun reached it, at depth 4.") in section
+    assert (tmp_path / "out" / "beyond_depth.png").exists()
+    assert "## beyond_depth" not in text  # the study's own section, not a table to the paper
+
+
+@pytest.mark.once
+def test_the_bias_scale_study_finds_the_onset_of_instability(tmp_path):
+    curves = {1.0: [0.90, 0.95, 0.96], 10.0: [0.90, 0.93, 0.94], 100.0: [0.80, 0.60, 0.85]}
+    for scale, accuracy in curves.items():
+        for seed in range(2):
+            workdir = make_run(tmp_path, "beyond_bias_scale", f"fnn_zero_normal_x{scale:g}",
+                               seed, accuracy, runs=2, model="fnn", init="zero_normal",
+                               bias_scale=scale)
+            write_csv(os.path.join(workdir, "activations.csv"),
+                      ["step", "layer", "pre_mean", "pre_std", "pre_max_abs",
+                       "saturated_fraction", "mean", "std", "max_abs"],
+                      [dict(step=step, layer=layer, pre_mean=0, pre_std=scale,
+                            pre_max_abs=scale * (3 if layer == "logits" else 1) * step,
+                            saturated_fraction=0.3 if scale > 1 else 0.0, mean=0, std=1,
+                            max_abs=1)
+                       for step in (1, 2) for layer in ("dense1", "logits")])
+    report([str(tmp_path)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text[text.index("### Large bias scales"):]
+    assert "| 100 | 2/2 | 0.8500 ± 0.0000 | 0.2000 | 2 of 2 | 0.300 | 300 | 600 |" in section
+    assert "- Training first turned unstable at bias scale 100 (2 seeds)" in section
+    assert "consistent with the paper's guess" in section

@@ -1,0 +1,358 @@
+"""Studies beyond the paper: the report sections that answer the questions its
+discussion leaves open, each computed from the runs of one flagfile
+(`flags/beyond_*.flags`), with its figure.
+
+`SECTIONS` maps an experiment name to the function that writes its section:
+`section(runs_by_variant, out)` returns the section's markdown lines, and
+draws its figure into `out`. `kzero.report` calls them for the experiments it
+finds, in place of the table against the paper that those have no row of.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from kzero.records import read_rows
+
+__all__ = ["SECTIONS", "epochs_to", "gradient_norm", "largest_fall"]
+
+# A seed whose test accuracy falls by more than this from one epoch to the
+# next has trained unstably.
+UNSTABLE_FALL = 0.01
+# The accuracy whose epoch the depth study reports ("epochs to 90%").
+TARGET_ACCURACY = 0.9
+
+
+def _interval(values):
+    from kzero.report import confidence_interval
+
+    mean, half = confidence_interval(values)
+    if not values:
+        return "-"
+    return f"{mean:.4f} ± {half:.4f}" if math.isfinite(half) else f"{mean:.4f}"
+
+
+def _healthy(runs):
+    return [run for run in runs if run.diverged_epoch is None and run.accuracy]
+
+
+def largest_fall(accuracy):
+    """The largest drop of test accuracy from one epoch to the next (0 if it
+    never drops)."""
+    return max([0.0] + [a - b for a, b in zip(accuracy, accuracy[1:])])
+
+
+def epochs_to(accuracy, target=TARGET_ACCURACY):
+    """The first epoch (from 1) whose test accuracy reaches `target`, or None."""
+    return next((epoch for epoch, value in enumerate(accuracy, start=1) if value >= target), None)
+
+
+def gradient_norm(rows, step):
+    """The L2 norm of the whole gradient (every kernel and bias) at `step`,
+    from `gradients.csv` rows: per variable, count * (std^2 + mean^2) is its
+    sum of squares."""
+    own = [r for r in rows if r["step"] == step]
+    if not own:
+        return math.nan
+    return math.sqrt(sum(r["count"] * (r["std"] ** 2 + r["mean"] ** 2) for r in own))
+
+
+def _csv(run, name):
+    path = os.path.join(run.workdir, name)
+    return read_rows(path) if os.path.exists(path) else []
+
+
+def _mean(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _bias_scale(runs_by_variant, out):
+    """Question 1: why do large bias scales make training unstable?"""
+    scales = sorted({run.config.bias_scale for runs in runs_by_variant.values() for run in runs})
+    by_scale = {s: [r for runs in runs_by_variant.values() for r in runs
+                    if r.config.bias_scale == s] for s in scales}
+    table = ["| bias scale | seeds | final test accuracy | largest fall | unstable seeds | "
+             "dense1 saturated at step 1 | max abs logit, step 1 | max abs logit, last recorded | "
+             "gradient norm, step 1 | largest gradient norm |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    measured = {}
+    for scale, runs in by_scale.items():
+        healthy = _healthy(runs)
+        falls = [largest_fall(run.accuracy) for run in healthy]
+        unstable = sorted(run.config.seed for run in runs if run.diverged_epoch is not None
+                          or largest_fall(run.accuracy) > UNSTABLE_FALL)
+        first, last, saturated, norm1, norm_max = [], [], [], [], []
+        for run in runs:
+            rows = _csv(run, "activations.csv")
+            logits = sorted((r for r in rows if r["layer"] == "logits"), key=lambda r: r["step"])
+            if logits:
+                first.append(logits[0]["pre_max_abs"])
+                last.append(logits[-1]["pre_max_abs"])
+            saturated += [r["saturated_fraction"] for r in rows
+                          if r["layer"] == "dense1" and r["step"] == 1]
+            gradients = _csv(run, "gradients.csv")
+            if gradients:
+                norms = [gradient_norm(gradients, s) for s in sorted({r["step"] for r in gradients})]
+                norm1.append(norms[0])
+                norm_max.append(max(norms))
+        measured[scale] = {"accuracy": [run.accuracy[-1] for run in healthy],
+                           "unstable": unstable, "saturated": _mean(saturated),
+                           "logit_first": _mean(first), "logit_last": _mean(last),
+                           "norm1": _mean(norm1), "norm_max": _mean(norm_max),
+                           "curves": [run.accuracy for run in healthy]}
+        m = measured[scale]
+        table.append(f"| {scale:g} | {len(runs)}/{runs[0].config.runs} | "
+                     f"{_interval(m['accuracy'])} | "
+                     f"{_mean(falls):.4f} | {len(unstable)} of {len(runs)} | "
+                     f"{m['saturated']:.3f} | {m['logit_first']:.3g} | {m['logit_last']:.3g} | "
+                     f"{m['norm1']:.3g} | {m['norm_max']:.3g} |")
+    lines = ["### Large bias scales (`beyond_bias_scale`)", "",
+             "The paper guesses that large bias scales destabilise training by \"an over "
+             "amplification of the input signals during the forward pass\". Per scale, over "
+             "seeds: the final test accuracy (95% interval), the largest fall of test accuracy "
+             "from one epoch to the next, the seeds that fell by more than "
+             f"{UNSTABLE_FALL} or diverged (unstable), the fraction of the first layer's "
+             "pre-activations below -5 (where ELU's gradient is under 0.007) at the first "
+             "update step, the largest logit magnitude on the probe batch at the first and the "
+             "last recorded step, and the norm of the whole gradient (activations.csv, "
+             "gradients.csv).", ""]
+    figure = _plot_bias_scale(measured, os.path.join(out, "beyond_bias_scale.png"))
+    if figure:
+        lines += [f"![beyond_bias_scale]({figure})", ""]
+    lines += table + [""] + _bias_scale_answer(measured) + [""]
+    return lines
+
+
+def _bias_scale_answer(measured):
+    scales = sorted(measured)
+    unstable = [s for s in scales if measured[s]["unstable"]]
+    stable = [s for s in scales if not measured[s]["unstable"]]
+    grows = {key: all(measured[a][key] <= measured[b][key] for a, b in zip(scales, scales[1:]))
+             for key in ("saturated", "logit_first", "logit_last", "norm1")}
+    rising = [name for key, name in (("logit_first", "the logits at step 1"),
+                                     ("logit_last", "the logits at the last recorded step"),
+                                     ("saturated", "the saturated fraction"),
+                                     ("norm1", "the first gradient norm")) if grows[key]]
+    lines = ["Measured from these runs:", ""]
+    lines.append(f"- Growing with the bias scale at every step of the sweep: "
+                 f"{', '.join(rising) if rising else 'none of the recorded quantities'}.")
+    if not unstable:
+        lines.append("- No scale trained unstably by the measure above.")
+        return lines
+    onset = unstable[0]
+    m = measured[onset]
+    lines.append(f"- Training first turned unstable at bias scale {onset:g} "
+                 f"({len(m['unstable'])} seeds), where the first layer had "
+                 f"{m['saturated']:.1%} of its pre-activations saturated and the logits reached "
+                 f"{m['logit_first']:.3g} at step 1; unstable scales: "
+                 f"{', '.join(f'{s:g}' for s in unstable)}.")
+    separated = bool(stable) and min(measured[s]["logit_last"] for s in unstable) > max(
+        measured[s]["logit_last"] for s in stable)
+    if separated:
+        lines.append("- Every unstable scale had larger logits at the last recorded step than "
+                     "every stable one: consistent with the paper's guess of an "
+                     "over-amplified forward signal. The saturated fraction grows with the "
+                     "scale too, so these runs do not separate amplification from saturation.")
+    else:
+        lines.append("- Unstable and stable scales overlap in logit magnitude at the last "
+                     "recorded step: the forward amplification alone does not sort them, "
+                     "against the paper's guess.")
+    return lines
+
+
+def _plot_bias_scale(measured, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = sorted(measured)
+    if not scales:
+        return None
+    fig, (curves, finals) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for scale in scales:
+        runs = measured[scale]["curves"]
+        if runs:
+            length = min(len(r) for r in runs)
+            curves.plot(range(1, length + 1), np.mean([r[:length] for r in runs], axis=0),
+                        marker="o", markersize=3, label=f"x{scale:g}")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("test accuracy (mean over seeds)")
+    curves.legend(fontsize=7)
+    curves.grid(alpha=0.3)
+    from kzero.report import confidence_interval
+
+    means, halves = zip(*[confidence_interval(measured[s]["accuracy"])
+                          if measured[s]["accuracy"] else (math.nan, math.nan) for s in scales])
+    finals.errorbar(scales, means, yerr=[0 if not math.isfinite(h) else h for h in halves],
+                    marker="o", capsize=3, label="final test accuracy")
+    finals.set_xscale("log")
+    finals.set_xlabel("bias scale")
+    finals.set_ylabel("final test accuracy")
+    twin = finals.twinx()
+    twin.plot(scales, [measured[s]["saturated"] for s in scales], "s--", color="tab:red",
+              label="dense1 saturated fraction, step 1")
+    twin.set_ylabel("saturated fraction (pre-activation < -5)", color="tab:red")
+    finals.grid(alpha=0.3)
+    fig.suptitle("MNIST FNN, zero_normal: test accuracy and ELU saturation against bias scale")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def _awakening(run):
+    return (run.summary or {}).get("awakening_step") or {}
+
+
+def _layer_steps(runs, depth):
+    """Per layer (dense1..dense<depth>, logits), the awakening steps of the
+    seeds, as "9" where all agree, "9-11" where they differ, "never" where
+    none woke within the recorded steps."""
+    names = [f"dense{i}" for i in range(1, depth + 1)] + ["logits"]
+    shown = []
+    for name in names:
+        steps = [_awakening(run).get(name) for run in runs]
+        woke = sorted({s for s in steps if s is not None})
+        text = ("never" if not woke else str(woke[0]) if len(woke) == 1
+                else f"{woke[0]}-{woke[-1]}")
+        if woke and None in steps:
+            text += f" ({steps.count(None)} seeds never)"
+        shown.append(f"{name} {text}")
+    return ", ".join(shown)
+
+
+def _depth(runs_by_variant, out):
+    """Question 2: how does the layer-by-layer awakening scale with depth?"""
+    cells = {}
+    for runs in runs_by_variant.values():
+        for run in runs:
+            key = (run.config.depth, run.config.init, run.config.bias_scale)
+            cells.setdefault(key, []).append(run)
+    depths = sorted({d for d, _, _ in cells})
+    schemes = sorted({(i, s) for _, i, s in cells}, key=lambda k: (k[0] != "lecun", k[0]))
+    table = ["| depth | init | seeds | final test accuracy | epochs to 90% (mean; seeds never) "
+             "| input layer wakes at (first recorded step) | depth + 1 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    measured = {}
+    for depth in depths:
+        for init, scale in schemes:
+            runs = cells.get((depth, init, scale), [])
+            if not runs:
+                continue
+            healthy = _healthy(runs)
+            reached = [epochs_to(run.accuracy) for run in healthy]
+            woke = [_awakening(run).get("dense1") for run in runs]
+            measured[(depth, init)] = {"accuracy": [run.accuracy[-1] for run in healthy],
+                                       "woke": woke, "runs": runs}
+            woke_text = ", ".join(sorted({"never" if s is None else str(s) for s in woke},
+                                         key=lambda t: (t == "never", len(t), t)))
+            never = reached.count(None)
+            mean_reached = _mean(reached)
+            reached_text = f"{mean_reached:.1f}" if math.isfinite(mean_reached) else "-"
+            table.append(f"| {depth} | {init} | {len(runs)}/{runs[0].config.runs} | "
+                         f"{_interval(measured[(depth, init)]['accuracy'])} | "
+                         f"{reached_text}; {never} | {woke_text} | {depth + 1} |")
+    lines = ["### Awakening and depth (`beyond_depth`)", "",
+             "With zero kernels, the paper observes one layer waking per update step, from the "
+             "output back (Figure 12), so a model of L hidden layers should wake its input "
+             "layer at step L+1. An MLP of L hidden layers: per depth and init, over seeds, "
+             "the final test accuracy (95% interval), the first epoch at which test accuracy "
+             f"reached {TARGET_ACCURACY:.0%}, and the first recorded step at which the input "
+             "layer's kernel gradient was non-zero (recorded: every step up to L+2, then every "
+             "1000th).", ""]
+    figure = _plot_depth(measured, os.path.join(out, "beyond_depth.png"))
+    if figure:
+        lines += [f"![beyond_depth]({figure})", ""]
+    lines += table + [""] + _depth_answer(measured) + [""]
+    return lines
+
+
+def _depth_answer(measured):
+    lines = ["Measured from these runs:", ""]
+    zero_schemes = sorted({i for _, i in measured if i != "lecun"})
+    for init in zero_schemes:
+        exact = [d for (d, i), m in sorted(measured.items())
+                 if i == init and all(s == d + 1 for s in m["woke"])]
+        late = [d for (d, i), m in sorted(measured.items())
+                if i == init and not all(s == d + 1 for s in m["woke"])]
+        sentence = (f"- {init}: the input layer woke at step L+1 in every seed at depth "
+                    f"{', '.join(map(str, exact)) if exact else 'none'}")
+        if late:
+            sentence += f"; not at depth {', '.join(map(str, late))}"
+        lines.append(sentence + ".")
+        for depth in (8, 16):
+            if (depth, init) in measured:
+                lines.append(f"- {init}, depth {depth}, awakening step per layer over seeds: "
+                             + _layer_steps(measured[(depth, init)]["runs"], depth) + ".")
+    from kzero.report import confidence_interval
+
+    for init in zero_schemes:
+        stopped = [d for (d, i), m in sorted(measured.items()) if i == init and (
+            not m["accuracy"] or confidence_interval(m["accuracy"])[0] < TARGET_ACCURACY)
+            and (d, "lecun") in measured
+            and confidence_interval(measured[(d, "lecun")]["accuracy"])[0] >= TARGET_ACCURACY]
+        lines.append(f"- {init}: " + (
+            f"below {TARGET_ACCURACY:.0%} mean final test accuracy after the runs' epochs, "
+            f"where lecun reached it, at depth {', '.join(map(str, stopped))}."
+            if stopped else f"reached {TARGET_ACCURACY:.0%} mean final test accuracy at every "
+            "depth at which lecun did."))
+    return lines
+
+
+def _plot_depth(measured, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not measured:
+        return None
+    from kzero.report import confidence_interval
+
+    fig, (wake, finals) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    depths = sorted({d for d, _ in measured})
+    top = 1
+    for depth in depths:
+        runs = measured.get((depth, "zero_normal"), {}).get("runs")
+        if not runs:
+            continue
+        run = min(runs, key=lambda r: r.config.seed)
+        steps = _awakening(run)
+        names = ["logits"] + [f"dense{i}" for i in range(depth, 0, -1)]
+        xs = list(range(1, len(names) + 1))
+        ys = [steps.get(name) for name in names]
+        wake.plot([x for x, y in zip(xs, ys) if y is not None],
+                  [y for y in ys if y is not None], marker="o", markersize=3,
+                  label=f"depth {depth}")
+        top = max([top, len(names)] + [y for y in ys if y is not None])
+    wake.plot([1, top], [1, top], "k--", linewidth=1, label="one layer per step")
+    if top > 100:  # layers first seen at the every-1000-steps records
+        wake.set_yscale("log")
+    wake.set_xlabel("layer, counted from the output (1 = logits)")
+    wake.set_ylabel("awakening step (first recorded)")
+    wake.set_title("zero_normal, first seed", fontsize=9)
+    wake.legend(fontsize=7)
+    wake.grid(alpha=0.3)
+    for init in sorted({i for _, i in measured}, key=lambda i: (i != "lecun", i)):
+        points = [(d, confidence_interval(measured[(d, init)]["accuracy"])) for d in depths
+                  if (d, init) in measured and measured[(d, init)]["accuracy"]]
+        if points:
+            finals.errorbar([d for d, _ in points], [m for _, (m, _) in points],
+                            yerr=[h if math.isfinite(h) else 0 for _, (_, h) in points],
+                            marker="o", capsize=3, label=init)
+    finals.set_xscale("log", base=2)
+    finals.set_xlabel("hidden layers (width 256)")
+    finals.set_ylabel("final test accuracy")
+    finals.legend(fontsize=7)
+    finals.grid(alpha=0.3)
+    fig.suptitle("MNIST MLP: layer awakening and accuracy against depth")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+SECTIONS = {"beyond_bias_scale": _bias_scale, "beyond_depth": _depth}
