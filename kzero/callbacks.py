@@ -95,11 +95,21 @@ def _resumed_rows(filename, column, done):
 
 
 class _RecordingCallback(keras.callbacks.Callback):
-    """A callback that writes TensorBoard events through `self.events`."""
+    """A callback that writes TensorBoard events through `self.events`, and
+    records `subject`: the model being trained, or the one given as `model`,
+    a part of it (one replica of a parallel group)."""
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, model=None):
         super().__init__()
         self.events = _EventLog(log_dir)
+        self._subject = model
+
+    @property
+    def subject(self):
+        # Reading `self.model` brings the current weights back to the trained
+        # model's variables under jax, and so to those of any part of it.
+        model = self.model
+        return model if self._subject is None else self._subject
 
     def close(self):
         """Closes this callback's hold on its event file; safe to repeat."""
@@ -227,13 +237,17 @@ class GradientRecorder(_RecordingCallback):
         every: then record every `every` steps; 0 records no more.
         initial_step: when a run resumes, the update steps already done: the
             file's rows up to that step are kept, later ones redone.
+        model: the model to record, if not the one trained: a replica of a
+            parallel group (with `loss`, its loss function).
+        loss: the loss the gradients are of; default the model's compiled one.
     """
 
     def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
-                 every=DEFAULT_GRAD_EVERY, initial_step=0):
-        super().__init__(log_dir)
+                 every=DEFAULT_GRAD_EVERY, initial_step=0, model=None, loss=None):
+        super().__init__(log_dir, model)
         self.path = filename
         self.probe = probe
+        self.loss = loss
         self.first_steps = first_steps
         self.every = every
         self.rows = _resumed_rows(filename, "step", initial_step)
@@ -246,8 +260,8 @@ class GradientRecorder(_RecordingCallback):
 
     def on_train_begin(self, logs=None):
         # `self.model` syncs the jax state: only touched when a record is due.
-        model = self.model
-        self._gradients = gradient_function(model)
+        model = self.subject
+        self._gradients = gradient_function(model, self.loss)
         self._names = [v.path.split("/")[-2:] for v in model.trainable_variables]
         self.awakening_step = {layer: None for layer, param in self._names if param == "kernel"}
         # With zero kernels one layer wakes per step, from the output back:
@@ -265,7 +279,7 @@ class GradientRecorder(_RecordingCallback):
         self._step += 1
         if not self.due(self._step):
             return
-        self.model  # noqa: B018  brings the current weights back to the model under jax
+        self.subject  # noqa: B018  brings the current weights back to the model under jax
         for (layer, param), grad in zip(self._names, self._gradients(*self.probe)):
             row = {"step": self._step, "layer": layer, "param": param,
                    **gradient_statistics(grad)}
@@ -328,8 +342,8 @@ class ActivationRecorder(_RecordingCallback):
     """
 
     def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
-                 every=DEFAULT_GRAD_EVERY, initial_step=0):
-        super().__init__(log_dir)
+                 every=DEFAULT_GRAD_EVERY, initial_step=0, model=None):
+        super().__init__(log_dir, model)
         self.path = filename
         self.probe = probe[0]
         self.first_steps, self.every = first_steps, every
@@ -340,7 +354,7 @@ class ActivationRecorder(_RecordingCallback):
         return step <= self.first_steps or (self.every > 0 and step % self.every == 0)
 
     def on_train_begin(self, logs=None):
-        model = self.model
+        model = self.subject
         self._layers = [layer for layer in model.layers
                         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
         self.first_steps = max(self.first_steps, len(self._layers) + 1)
@@ -350,7 +364,7 @@ class ActivationRecorder(_RecordingCallback):
         self._step += 1
         if not self.due(self._step):
             return
-        self.model  # noqa: B018  brings the current weights back to the model under jax
+        self.subject  # noqa: B018  brings the current weights back to the model under jax
         inputs = self._inputs([self.probe], training=False)
         for layer, x in zip(self._layers, inputs):
             pre = _pre_activation(layer, x)
@@ -499,19 +513,20 @@ class SymmetryMonitor(_RecordingCallback):
         log_dir: where its TensorBoard scalars go (None: none).
         initial_epoch: when a run resumes, the epochs already done: the
             file's rows up to that epoch are kept, later ones redone.
+        model: the model to record, if not the one trained (a replica).
     """
 
-    def __init__(self, filename, probe_x, log_dir=None, initial_epoch=0):
-        super().__init__(log_dir)
+    def __init__(self, filename, probe_x, log_dir=None, initial_epoch=0, model=None):
+        super().__init__(log_dir, model)
         self.path = filename
         self.probe_x = probe_x
         self.rows = _resumed_rows(filename, "epoch", initial_epoch)
 
     def on_train_begin(self, logs=None):
-        model = self.model
+        model = self.subject
         self.layers = [layer for layer in model.layers
                        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
-        self._outputs = keras.Model(model.input, [layer.output for layer in self.layers])
+        self._outputs = keras.Model(model.inputs, [layer.output for layer in self.layers])
         if not self.rows:
             self.record(0)
 
@@ -519,8 +534,8 @@ class SymmetryMonitor(_RecordingCallback):
         self.record(epoch + 1)
 
     def record(self, epoch):
-        self.model  # noqa: B018  brings the current weights back to the model under jax
-        outputs = self._outputs(self.probe_x, training=False)
+        self.subject  # noqa: B018  brings the current weights back to the model under jax
+        outputs = self._outputs([self.probe_x], training=False)
         for layer, output in zip(self.layers, outputs):
             kernel = keras.ops.convert_to_numpy(layer.kernel)
             bias = (keras.ops.convert_to_numpy(layer.bias) if layer.use_bias

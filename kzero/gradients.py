@@ -11,36 +11,36 @@ import numpy as np
 __all__ = ["gradient_function"]
 
 
-def _jax(model):
+def _jax(model, loss):
     import jax
 
     def loss_fn(trainable, non_trainable, x, y):
         # Stateless: BN moving statistics come back as a second output, dropped.
         logits, _ = model.stateless_call(trainable, non_trainable, x, training=True)
-        return model.loss(y, logits)
+        return loss(y, logits)
 
     grad = jax.jit(jax.grad(loss_fn))
     return lambda x, y: grad([v.value for v in model.trainable_variables],
                              [v.value for v in model.non_trainable_variables], x, y)
 
 
-def _tensorflow(model):
+def _tensorflow(model, loss):
     import tensorflow as tf
 
     def gradients(x, y):
         with tf.GradientTape() as tape:
-            loss = model.loss(y, model(x, training=True))
-        return tape.gradient(loss, [v.value for v in model.trainable_variables])
+            value = loss(y, model(x, training=True))
+        return tape.gradient(value, [v.value for v in model.trainable_variables])
 
     return gradients
 
 
-def _torch(model):
+def _torch(model, loss):
     import torch
 
     def gradients(x, y):
-        loss = model.loss(y, model(x, training=True))
-        return torch.autograd.grad(loss, [v.value for v in model.trainable_variables],
+        value = loss(y, model(x, training=True))
+        return torch.autograd.grad(value, [v.value for v in model.trainable_variables],
                                    allow_unused=True)
 
     return gradients
@@ -49,10 +49,10 @@ def _torch(model):
 _BACKENDS = {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}
 
 
-def gradient_function(model):
-    """Returns `f(x, y)`: the gradients of `model.loss` on the batch `(x, y)` at
-    the model's current weights, as numpy arrays in `model.trainable_variables`
-    order.
+def gradient_function(model, loss=None):
+    """Returns `f(x, y)`: the gradients of `loss` (default `model.loss`, the
+    compiled one) on the batch `(x, y)` at the model's current weights, as
+    numpy arrays in `model.trainable_variables` order.
 
     The model runs in training mode (BN uses batch statistics, as in the
     update step) but is left unchanged: the BN moving statistics that
@@ -61,7 +61,7 @@ def gradient_function(model):
     backend = keras.backend.backend()
     if backend not in _BACKENDS:
         raise NotImplementedError(f"gradients under the {backend} backend")
-    gradients = _BACKENDS[backend](model)
+    gradients = _BACKENDS[backend](model, model.loss if loss is None else loss)
 
     # jax's stateless call leaves the variables alone; the others update BN
     # moving statistics in place, so they are saved and put back.

@@ -170,8 +170,7 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
     from kzero.parallel import train_parallel
 
     size = grid.parallel_runs
-    _say(f"kzero: --parallel_runs={size}: up to {size} seeds per model; gradients, "
-         "activations and symmetry are not recorded")
+    _say(f"kzero: --parallel_runs={size}: up to {size} seeds per model")
     variants = {}
     for run in runs:
         variants.setdefault(run.variant, []).append(run)
@@ -200,9 +199,7 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
                 if not group:
                     continue
                 seeds = tuple(run.seed for run in group)
-                configs = [run.replace(record_gradients=False, record_symmetry=False,
-                                       record_activations=False,
-                                       parallel_group=seeds) for run in group]
+                configs = [run.replace(parallel_group=seeds) for run in group]
                 for run in group:
                     _say(f"{labels[id(run)]}: training (group of {len(group)})")
                     shutil.rmtree(workdirs[id(run)], ignore_errors=True)  # restarts whole

@@ -10,9 +10,10 @@ summary.json, TensorBoard scalars) as if it had run alone.
 
 Each replica is made by the same functions as a single run
 (`kzero.train.build_run_model`, `compile_run_model`, `run_pipelines`), so a
-group honours every field of its configs that a single run does. What a
-parallel group does not do: record gradients or symmetry (those are
-per-model callbacks), or resume mid-way (an interrupted group starts again).
+group honours every field of its configs that a single run does, and records
+each replica's diagnostics (gradients and awakening, activations, symmetry)
+as a single run would (`kzero.train.diagnostics`). What a parallel group
+does not do: resume mid-way (an interrupted group starts again).
 """
 
 import dataclasses
@@ -30,7 +31,8 @@ from kzero.pipelines import resolve_pipeline
 from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import diverged_epoch, run_summary
-from kzero.train import build_run_model, compile_run_model, finish, hparams_of, run_pipelines
+from kzero.train import (build_run_model, compile_run_model, diagnostics, finish, hparams_of,
+                         run_pipelines)
 
 __all__ = ["train_parallel"]
 
@@ -139,14 +141,18 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     train_data = _Zipped([train for train, _, _ in pipelines], names)
     test_data = _Zipped([test for _, _, test in pipelines], names)
 
-    loggers, sessions = [], []
+    loggers, sessions, recorders, gradient_recorders = [], [], [], []
     for config, replica, workdir in zip(configs, replicas, workdirs):
         os.makedirs(workdir, exist_ok=True)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
         sessions.append(HParamsLogger(workdir, hparams_of(config)))
         loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1))
+        gradient_recorder, own = diagnostics(config, arrays, workdir, 0, steps_per_epoch,
+                                             model=replica)
+        gradient_recorders.append(gradient_recorder)
+        recorders += own
     extra_callbacks = callbacks
-    callbacks = [*sessions, *loggers, *extra_callbacks]
+    callbacks = [*sessions, *loggers, *recorders, *extra_callbacks]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()
@@ -155,12 +161,15 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
                   shuffle=False)
     finally:
-        for callback in [*sessions, *loggers]:
+        for callback in [*sessions, *loggers, *recorders]:
             callback.close()
     wall = time.perf_counter() - start
     summaries = []
-    for config, logger, replica, workdir in zip(configs, loggers, replicas, workdirs):
+    for config, logger, replica, workdir, gradient_recorder in zip(
+            configs, loggers, replicas, workdirs, gradient_recorders):
         summary = {**run_summary(logger.rows, wall), "parallel_runs": len(configs)}
+        if gradient_recorder is not None:
+            summary["awakening_step"] = gradient_recorder.awakening_step
         finish(workdir, summary, keep_model=config.save_model, model=replica)
         summaries.append(summary)
     return summaries

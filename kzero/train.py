@@ -8,6 +8,7 @@ are made by the functions here from a `RunConfig` alone, and parallel groups
 honours every field that a single run does.
 """
 
+import functools
 import os
 import sys
 import time
@@ -61,6 +62,11 @@ def build_run_model(config):
         keras.config.set_dtype_policy(previous_policy)
 
 
+def cross_entropy():
+    """The loss every run trains on: cross-entropy on logits."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
 def _float32_cross_entropy(labels, logits):
     # In float32 as the loss is: Keras' cross-entropy metric computes in the
     # logits' dtype, bfloat16 under --precision=mixed_bfloat16.
@@ -75,9 +81,6 @@ def compile_run_model(model, config, outputs=1):
     per-output losses Keras logs weigh every batch alike under tensorflow,
     where the batch size is unknown when the step is traced, so with a partial
     last batch they are not the mean over examples that a single run logs."""
-    def loss():
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
     def metrics():
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         if outputs == 1:
@@ -87,7 +90,7 @@ def compile_run_model(model, config, outputs=1):
 
     model.compile(
         optimizer=make_optimizer(config.optimizer, config.learning_rate, config.weight_decay),
-        loss=loss() if outputs == 1 else [loss() for _ in range(outputs)],
+        loss=cross_entropy() if outputs == 1 else [cross_entropy() for _ in range(outputs)],
         metrics=metrics() if outputs == 1 else [metrics() for _ in range(outputs)],
         jit_compile=JIT_COMPILE[config.jit_compile],
     )
@@ -231,21 +234,9 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
         callbacks.insert(1, HoldoutEvaluator(holdout))
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
-    gradient_recorder = None
-    if config.record_gradients or config.record_symmetry or config.record_activations:
-        probe = run_probe(config, arrays)
-    if config.record_gradients:
-        gradient_recorder = GradientRecorder(
-            path("gradients.csv"), probe, workdir, first_steps=config.grad_first_steps,
-            every=config.grad_every, initial_step=initial_epoch * steps_per_epoch)
-        callbacks.append(gradient_recorder)
-    if config.record_activations:
-        callbacks.append(ActivationRecorder(
-            path("activations.csv"), probe, workdir, first_steps=config.grad_first_steps,
-            every=config.grad_every, initial_step=initial_epoch * steps_per_epoch))
-    if config.record_symmetry:
-        callbacks.append(SymmetryMonitor(path("symmetry.csv"), probe[0][:SYMMETRY_PROBE_SIZE],
-                                         workdir, initial_epoch))
+    gradient_recorder, recorders = diagnostics(config, arrays, workdir, initial_epoch,
+                                               steps_per_epoch)
+    callbacks += recorders
     callbacks.append(Checkpointer(checkpoint))
     callbacks.extend(extra_callbacks)
     start = time.perf_counter()
@@ -266,6 +257,32 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
         summary["awakening_step"] = gradient_recorder.awakening_step
     finish(workdir, summary, keep_model=config.save_model)
     return model, summary
+
+
+def diagnostics(config, arrays, workdir, initial_epoch, steps_per_epoch, model=None):
+    """The callbacks that record the run's diagnostics into `workdir`, as its
+    config asks: gradients, activations, symmetry. `model`: the model they
+    record, where it is a replica of the group being trained. Returns
+    `(gradient_recorder or None, callbacks)`."""
+    if not (config.record_gradients or config.record_symmetry or config.record_activations):
+        return None, []
+    probe = run_probe(config, arrays)
+    path = functools.partial(os.path.join, workdir)
+    initial_step = initial_epoch * steps_per_epoch
+    schedule = dict(first_steps=config.grad_first_steps, every=config.grad_every,
+                    initial_step=initial_step, model=model)
+    gradient_recorder, callbacks = None, []
+    if config.record_gradients:
+        gradient_recorder = GradientRecorder(
+            path("gradients.csv"), probe, workdir, **schedule,
+            loss=None if model is None else cross_entropy())
+        callbacks.append(gradient_recorder)
+    if config.record_activations:
+        callbacks.append(ActivationRecorder(path("activations.csv"), probe, workdir, **schedule))
+    if config.record_symmetry:
+        callbacks.append(SymmetryMonitor(path("symmetry.csv"), probe[0][:SYMMETRY_PROBE_SIZE],
+                                         workdir, initial_epoch, model=model))
+    return gradient_recorder, callbacks
 
 
 def _read_checkpoint(path, log):

@@ -424,8 +424,7 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
     # 2,000 examples end in a partial batch of 80, as MNIST and CIFAR-10 do:
     # Keras' per-output losses under tensorflow weigh it like a whole batch.
     common = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--runs=3", "--epochs=2",
-              "--max_examples=2000", "--norecord_gradients", "--norecord_symmetry",
-              f"--data_dir={data_dir}"]
+              "--max_examples=2000", f"--data_dir={data_dir}"]
     run_cli(*common, f"--output_dir={tmp_path / 'alone'}")
     # The device pipeline's batches are the numpy pipeline's: the results stay equal.
     run_cli(*common, "--parallel_runs=2", "--pipeline=device",
@@ -438,10 +437,24 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
         for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
             np.testing.assert_allclose([float(r[column]) for r in rows[1]],
                                        [float(r[column]) for r in rows[0]], rtol=1e-5)
+        # Each replica's diagnostics are the single run's.
+        for name, key_columns in (("gradients.csv", ("step", "layer", "param")),
+                                  ("activations.csv", ("step", "layer")),
+                                  ("symmetry.csv", ("epoch", "layer"))):
+            rows = [read_csv(d / name) for d in (alone, together)]
+            assert [[r[k] for k in key_columns] for r in rows[1]] == [
+                [r[k] for k in key_columns] for r in rows[0]], name
+            for column in rows[0][0]:
+                if column not in key_columns:
+                    np.testing.assert_allclose(
+                        [float(r[column]) for r in rows[1]], [float(r[column]) for r in rows[0]],
+                        rtol=1e-5, atol=1e-9, err_msg=f"{name} {column}")
         config = read_json(together / "config.json")
         assert config["parallel_group"] == group and config["input_pipeline"] == "device"
         summary = read_json(together / "summary.json")
         assert summary["status"] == "finished" and summary["parallel_runs"] == len(group)
+        assert summary["awakening_step"] == read_json(alone / "summary.json")["awakening_step"] \
+            == {"dense1": 2, "logits": 1}
         assert len(glob.glob(str(together / "events.out.tfevents.*"))) == 1
 
 
