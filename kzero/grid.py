@@ -200,18 +200,40 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
                     continue
                 seeds = tuple(run.seed for run in group)
                 configs = [run.replace(parallel_group=seeds) for run in group]
+                dirs = [workdirs[id(run)] for run in group]
+                resumable = _group_resumable(dirs, seeds) and not grid.overwrite
                 for run in group:
-                    _say(f"{labels[id(run)]}: training (group of {len(group)})")
-                    shutil.rmtree(workdirs[id(run)], ignore_errors=True)  # restarts whole
-                summaries = train_parallel(configs, [workdirs[id(run)] for run in group],
-                                           arrays, verbose, stop_request,
-                                           callbacks=[progress.callback(group)])
+                    if not resumable:
+                        _say(f"{labels[id(run)]}: training (group of {len(group)})")
+                        # Nothing of an earlier attempt, or of another group, stays.
+                        shutil.rmtree(workdirs[id(run)], ignore_errors=True)
+
+                def log(text, group=group):
+                    for run in group:
+                        _say(f"{labels[id(run)]}: {text}")
+
+                summaries = train_parallel(configs, dirs, arrays, verbose, stop_request,
+                                           callbacks=[progress.callback(group)], log=log)
                 for run, summary in zip(group, summaries):
                     progress.run_finished(run)
                     _say(f"{labels[id(run)]}: {summary['status']} after "
                          f"{summary['epochs_completed']} epochs, test accuracy "
                          f"{_accuracy(summary['final_test_accuracy'])} in "
                          f"{summary['wall_seconds']:.1f} s (group of {len(group)})")
+
+
+def _group_resumable(workdirs, seeds):
+    """Whether `workdirs` hold an unfinished group of exactly these seeds: its
+    checkpoint in the first, and each run's config.json naming the group."""
+    from kzero.parallel import GROUP_CHECKPOINT
+
+    if not os.path.exists(os.path.join(workdirs[0], GROUP_CHECKPOINT)):
+        return False
+    for workdir in workdirs:
+        path = os.path.join(workdir, "config.json")
+        if not os.path.exists(path) or tuple(read_json(path).get("parallel_group") or ()) != seeds:
+            return False
+    return True
 
 
 @contextlib.contextmanager

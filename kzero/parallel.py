@@ -12,8 +12,10 @@ Each replica is made by the same functions as a single run
 (`kzero.train.build_run_model`, `compile_run_model`, `run_pipelines`), so a
 group honours every field of its configs that a single run does, and records
 each replica's diagnostics (gradients and awakening, activations, symmetry)
-as a single run would (`kzero.train.diagnostics`). What a parallel group
-does not do: resume mid-way (an interrupted group starts again).
+as a single run would (`kzero.train.diagnostics`). After every epoch the
+group saves itself, optimizer state included, to `group_checkpoint.keras` in
+its first run's directory; a killed group resumes from there, as a single run
+does from its own checkpoint.
 """
 
 import dataclasses
@@ -23,18 +25,21 @@ import time
 
 import keras
 
-from kzero.callbacks import EpochMetricsLogger, HParamsLogger, StopOnRequest
+from kzero.callbacks import Checkpointer, EpochMetricsLogger, HParamsLogger, StopOnRequest
 from kzero.config import RunConfig
 from kzero.datasets import get_dataset
 from kzero.io import write_json
-from kzero.pipelines import resolve_pipeline
+from kzero.pipelines import count_steps, resolve_pipeline
 from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import diverged_epoch, run_summary
 from kzero.train import (build_run_model, compile_run_model, diagnostics, finish, hparams_of,
-                         run_pipelines)
+                         run_arrays, run_pipelines)
 
-__all__ = ["train_parallel"]
+__all__ = ["GROUP_CHECKPOINT", "train_parallel"]
+
+# In the directory of a group's first run.
+GROUP_CHECKPOINT = "group_checkpoint.keras"
 
 # The fields in which the runs of one group may differ: the rest, what the
 # group trains, must be the same for all.
@@ -81,8 +86,8 @@ def _log_keys(output, only_output):
 class _ReplicaMetrics(EpochMetricsLogger):
     """One replica's `metrics.csv` row per epoch, from the group's logs."""
 
-    def __init__(self, workdir, output, only_output):
-        super().__init__(os.path.join(workdir, "metrics.csv"), workdir,
+    def __init__(self, workdir, output, only_output, initial_epoch=0):
+        super().__init__(os.path.join(workdir, "metrics.csv"), workdir, initial_epoch,
                          stop_on_divergence=False)
         self.find, self.only_output = _log_keys(output, only_output), only_output
 
@@ -109,19 +114,9 @@ def _check_one_variant(configs):
                                  f"{name} ({first[name]!r} and {value!r})")
 
 
-def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None, callbacks=()):
-    """Trains the runs `configs` (`RunConfig`s of one variant, different seeds)
-    as one model, writing each run's results to its entry of `workdirs`, its
-    `config.json` included. Batches come through the configs' pipeline, with
-    NumPy's in place of tf.data (a group zips one pipeline per replica).
-    `callbacks`: more Keras callbacks for `fit`, called after kzero's.
-    Returns the runs' summaries, in order."""
-    import_tensorflow()  # Keras' saving would import it, with its start-up lines
-    configs = [RunConfig.coerce(config) for config in configs]
-    _check_one_variant(configs)
-    pipeline = resolve_pipeline(configs[0].pipeline)
-    pipeline = "numpy" if pipeline == "tf" else pipeline
-    configs = [stamp(config, input_pipeline=pipeline) for config in configs]
+def _build_group(configs):
+    """The group: one model with an input and an output per replica; and
+    the replicas, in order."""
     replicas = []
     for config in configs:
         # Distinct variable paths: under the torch backend, replicas with equal
@@ -134,10 +129,64 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     inputs = [keras.Input(input_shape, name=f"images_seed_{c.seed}") for c in configs]
     group = keras.Model(inputs, [replica(x) for replica, x in zip(replicas, inputs)])
     compile_run_model(group, configs[0], outputs=len(configs))
+    return group, replicas
 
-    pipelines = [run_pipelines(c, arrays, pipeline=pipeline) for c in configs]
-    steps_per_epoch = pipelines[0][1]
-    names = [x.name for x in inputs]
+
+def _load_checkpoint(group, path, log):
+    """Loads the group's weights and optimizer state from `path`; False where
+    the file cannot be read (kept aside as `<path>.corrupt`, said in one
+    line). Into a group built afresh: a loaded model would lose the
+    replicas' variable paths, which keep their optimizer states apart."""
+    group.optimizer.build(group.trainable_variables)
+    try:
+        group.load_weights(path)
+        return True
+    except Exception as e:  # whatever a damaged zip makes Keras raise
+        aside = path + ".corrupt"
+        os.replace(path, aside)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        message = (f"{path} cannot be read ({reason[:200]}); kept aside as {aside}, "
+                   "training the group again from epoch 1")
+        if log is not None:
+            log(message)
+        else:
+            print(f"kzero: {message}", flush=True)
+        return False
+
+
+def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None, callbacks=(),
+                   log=None):
+    """Trains the runs `configs` (`RunConfig`s of one variant, different seeds)
+    as one model, writing each run's results to its entry of `workdirs`, its
+    `config.json` included. Batches come through the configs' pipeline, with
+    NumPy's in place of tf.data (a group zips one pipeline per replica).
+    `callbacks`: more Keras callbacks for `fit`, called after kzero's.
+    If the first workdir holds the checkpoint of this group
+    (`GROUP_CHECKPOINT`), training resumes after its last finished epoch;
+    `log` is called with a line saying so. The caller makes sure that the
+    workdirs hold nothing of another group.
+    Returns the runs' summaries, in order."""
+    import_tensorflow()  # Keras' saving would import it, with its start-up lines
+    configs = [RunConfig.coerce(config) for config in configs]
+    _check_one_variant(configs)
+    pipeline = resolve_pipeline(configs[0].pipeline)
+    pipeline = "numpy" if pipeline == "tf" else pipeline
+    configs = [stamp(config, input_pipeline=pipeline) for config in configs]
+    steps_per_epoch = count_steps(run_arrays(configs[0], arrays), configs[0].batch_size,
+                                  configs[0].max_examples)
+    checkpoint = os.path.join(workdirs[0], GROUP_CHECKPOINT)
+    group, replicas = _build_group(configs)
+    initial_epoch = 0
+    if os.path.exists(checkpoint):
+        if _load_checkpoint(group, checkpoint, log):
+            initial_epoch = int(group.optimizer.iterations) // steps_per_epoch
+            if log is not None:
+                log(f"resuming after epoch {initial_epoch} of {configs[0].epochs}")
+        else:
+            group, replicas = _build_group(configs)
+
+    pipelines = [run_pipelines(c, arrays, initial_epoch, pipeline=pipeline) for c in configs]
+    names = [x.name for x in group.inputs]
     train_data = _Zipped([train for train, _, _ in pipelines], names)
     test_data = _Zipped([test for _, _, test in pipelines], names)
 
@@ -146,20 +195,21 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
         os.makedirs(workdir, exist_ok=True)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
         sessions.append(HParamsLogger(workdir, hparams_of(config)))
-        loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1))
-        gradient_recorder, own = diagnostics(config, arrays, workdir, 0, steps_per_epoch,
-                                             model=replica)
+        loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1,
+                                       initial_epoch))
+        gradient_recorder, own = diagnostics(config, arrays, workdir, initial_epoch,
+                                             steps_per_epoch, model=replica)
         gradient_recorders.append(gradient_recorder)
         recorders += own
     extra_callbacks = callbacks
-    callbacks = [*sessions, *loggers, *recorders, *extra_callbacks]
+    callbacks = [*sessions, *loggers, *recorders, Checkpointer(checkpoint), *extra_callbacks]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()
     try:
         group.fit(train_data, validation_data=test_data, epochs=configs[0].epochs,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)
+                  initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     finally:
         for callback in [*sessions, *loggers, *recorders]:
             callback.close()
@@ -167,9 +217,12 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     summaries = []
     for config, logger, replica, workdir, gradient_recorder in zip(
             configs, loggers, replicas, workdirs, gradient_recorders):
-        summary = {**run_summary(logger.rows, wall), "parallel_runs": len(configs)}
+        summary = {**run_summary(logger.rows, wall, resumed_from_epoch=initial_epoch or None),
+                   "parallel_runs": len(configs)}
         if gradient_recorder is not None:
             summary["awakening_step"] = gradient_recorder.awakening_step
         finish(workdir, summary, keep_model=config.save_model, model=replica)
         summaries.append(summary)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
     return summaries

@@ -75,8 +75,8 @@ flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate.")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay; default the optimizer's own "
                    "(0; 0.01 for adamw).")
 flags.DEFINE_integer("parallel_runs", 1, "Train up to R seeds of a variant at once, as one "
-                     "model of R replicas, each recording its own diagnostics; such groups "
-                     "restart rather than resume when interrupted.")
+                     "model of R replicas, each recording its own diagnostics; a killed "
+                     "group resumes after its last finished epoch.")
 flags.DEFINE_string("distribution", "none", "none, or data_parallel: split each batch over all "
                     "local devices (keras.distribution.DataParallel; jax backend only).")
 flags.DEFINE_string("precision", "float32", "float32, or mixed_bfloat16 / mixed_float16: compute "

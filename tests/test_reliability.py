@@ -66,6 +66,71 @@ def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
     assert [r["test_accuracy"] for r in rows] == [r["test_accuracy"] for r in uninterrupted]
 
 
+def test_a_killed_parallel_group_resumes_and_matches_an_uninterrupted_group(tmp_path, data_dir):
+    from kzero.parallel import GROUP_CHECKPOINT
+
+    argv = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--epochs=3", "--runs=2",
+            "--parallel_runs=2", "--max_examples=10000", f"--data_dir={data_dir}"]
+    variant = tmp_path / "killed" / "mnist_fnn" / "fnn_zero_normal_x1"
+    process = kzero_run(*argv, f"--output_dir={tmp_path / 'killed'}")
+    deadline = time.time() + 300
+    while not (variant / "seed_0" / GROUP_CHECKPOINT).exists():
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (variant / "seed_1" / "summary.json").exists()
+
+    rerun = kzero_run(*argv, f"--output_dir={tmp_path / 'killed'}")
+    output = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, output
+    whole = kzero_run(*argv, f"--output_dir={tmp_path / 'whole'}")
+    assert whole.wait(timeout=300) == 0
+    for seed in (0, 1):
+        workdir = variant / f"seed_{seed}"
+        summary = read_json(workdir / "summary.json")
+        assert summary["status"] == "finished" and summary["resumed_from_epoch"] >= 1
+        assert (f"fnn_zero_normal_x1/seed_{seed}: resuming after epoch "
+                f"{summary['resumed_from_epoch']} of 3") in output
+        uninterrupted = tmp_path / "whole" / "mnist_fnn" / "fnn_zero_normal_x1" / f"seed_{seed}"
+        for name, columns in (("metrics.csv", ("epoch", "loss", "test_accuracy")),
+                              ("gradients.csv", ("step", "layer", "param", "std")),
+                              ("symmetry.csv", ("epoch", "layer", "distinct_units"))):
+            assert [[r[c] for c in columns] for r in read_csv(workdir / name)] == [
+                [r[c] for c in columns] for r in read_csv(uninterrupted / name)], name
+    assert not (variant / "seed_0" / GROUP_CHECKPOINT).exists()
+
+
+@pytest.mark.once
+def test_an_unreadable_group_checkpoint_is_kept_aside_and_the_group_trains_again(
+        tmp_path, mnist, capsys):
+    from kzero.config import RunConfig
+    from kzero.grid import run_grid
+    from kzero.parallel import GROUP_CHECKPOINT
+
+    grid = RunConfig(inits=("zero_normal",), runs=2, epochs=1, max_examples=2048,
+                     parallel_runs=2, output_dir=str(tmp_path / "runs"), experiment="faulty",
+                     record_gradients=False, record_symmetry=False, record_activations=False)
+    run_grid(grid, arrays=mnist, verbose=0)
+    variant = tmp_path / "runs" / "faulty" / "fnn_zero_normal_x1"
+    expected = [read_json(variant / f"seed_{seed}" / "summary.json")["final_test_accuracy"]
+                for seed in (0, 1)]
+    # Unfinished again, with the group's checkpoint truncated as a storage fault leaves it.
+    for seed in (0, 1):
+        os.remove(variant / f"seed_{seed}" / "summary.json")
+    whole = (variant / "seed_0" / "model.keras").read_bytes()
+    (variant / "seed_0" / GROUP_CHECKPOINT).write_bytes(whole[:5_000])
+    capsys.readouterr()
+    run_grid(grid, arrays=mnist, verbose=0)
+    output = capsys.readouterr().out
+    checkpoint = variant / "seed_0" / GROUP_CHECKPOINT
+    assert f"{checkpoint} cannot be read (" in output
+    assert "training the group again from epoch 1" in output
+    assert (variant / "seed_0" / (GROUP_CHECKPOINT + ".corrupt")).read_bytes() == whole[:5_000]
+    assert [read_json(variant / f"seed_{seed}" / "summary.json")["final_test_accuracy"]
+            for seed in (0, 1)] == expected
+
+
 def receive_sigint_as_from_a_terminal():
     # A child inherits SIGINT ignored when its shell started the tests in the
     # background (as CI does), and blocked when a library in this process
