@@ -100,7 +100,9 @@ class RunConfig:
         crop_fill: "mean" or "black" padding of the ResNet's random crops.
 
     The grid (what the command line asked for; `kzero.grid` expands it):
-        experiment, models, inits, bias_scales, depths, runs, base_seed,
+        experiment, models, inits, bias_scales, depths, learning_rates (a
+        variant per rate, named `_lr<rate>`; none: `learning_rate` alone),
+        runs, base_seed,
         parallel_runs, output_dir, overwrite, shard; and extensions, the
         Python modules the runner imported first (they register datasets,
         models, schemes or optimizers).
@@ -151,6 +153,7 @@ class RunConfig:
     inits: tuple = ("lecun", "zero_normal", "zero_uniform")
     bias_scales: tuple = (1.0,)
     depths: tuple = ()
+    learning_rates: tuple = ()
     runs: int = 5
     base_seed: Optional[int] = None
     parallel_runs: int = 1
@@ -169,7 +172,8 @@ class RunConfig:
     init_stream: Optional[str] = None
 
     def __post_init__(self):
-        for name in ("models", "inits", "bias_scales", "depths", "parallel_group", "extensions"):
+        for name in ("models", "inits", "bias_scales", "depths", "learning_rates",
+                     "parallel_group", "extensions"):
             value = getattr(self, name)
             if isinstance(value, (list, str)):
                 value = (value,) if isinstance(value, str) else tuple(value)
@@ -180,6 +184,8 @@ class RunConfig:
             object.__setattr__(self, "bias_scale",
                                _positive_number("bias_scale", self.bias_scale))
         object.__setattr__(self, "depths", tuple(_whole_number("depths", d) for d in self.depths))
+        object.__setattr__(self, "learning_rates", tuple(
+            _positive_number("learning_rates", r) for r in self.learning_rates))
         self._apply_protocol()
         self._check_values()
         if _CHECK_NAMES.get():
@@ -304,7 +310,8 @@ class RunConfig:
     def base_variant(self):
         """`<model>_<init>`, plus `_x<scale>` for the schemes that use a bias
         scale and `_<init_scope>` for a scope other than "all"; a model's
-        depth and width follow its name (`mlp8x256_lecun`)."""
+        depth and width follow its name (`mlp8x256_lecun`), and the learning
+        rate ends it in a grid over rates (`fnn_lecun_lr0.0003`)."""
         model = self.model
         if self.depth is not None or self.width is not None:
             model += f"{self.depth or ''}x{self.width or ''}"
@@ -313,6 +320,8 @@ class RunConfig:
             name += f"_x{self.bias_scale:g}"
         if self.init_scope != "all":
             name += f"_{self.init_scope}"
+        if self.learning_rates:
+            name += f"_lr{self.learning_rate:g}"
         return name
 
     @property

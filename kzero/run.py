@@ -72,6 +72,8 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_string("optimizer", "adam", f"{', '.join(OPTIMIZERS)}: Keras optimizers; adam is "
                     "the paper's, momentum is SGD with 0.9.")
 flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate.")
+flags.DEFINE_list("learning_rates", [], "Several learning rates, a variant each (named "
+                  "_lr<rate>); overrides --learning_rate.")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay; default the optimizer's own "
                    "(0; 0.01 for adamw).")
 flags.DEFINE_integer("parallel_runs", 1, "Train up to R seeds of a variant at once, as one "

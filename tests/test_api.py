@@ -160,6 +160,9 @@ def test_an_mlp_grid_has_a_variant_per_depth_and_builds_it():
         ("fnn_lecun", None, None), ("mlp4x32_lecun", 4, 32), ("mlp16x32_lecun", 16, 32)]
     assert [r.variant for r in expand(RunConfig(models=("mlp",), inits=("lecun",), runs=1))] == [
         "mlp2x256_lecun"]
+    runs = expand(RunConfig(inits=("lecun",), learning_rates=("3e-4", 0.003), runs=1))
+    assert [(r.variant, r.learning_rate) for r in runs] == [("fnn_lecun_lr0.0003", 3e-4),
+                                                          ("fnn_lecun_lr0.003", 3e-3)]
     model = build_model("mnist", "mlp", depth=3, width=7)
     assert [(layer.name, layer.units) for layer in model.layers
             if isinstance(layer, keras.layers.Dense)] == [

@@ -220,6 +220,7 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--depth=4,8"], "--depth=4,8: none of the models takes a depth; only mlp do"),
     (["--model=mlp", "--depth=4,0"], "--depth=0: must be whole numbers of at least 1"),
     (["--model=mlp", "--width=0"], "--width=0: must be at least 1"),
+    (["--learning_rates=1e-3,-1"], "--learning_rates=-1: must be a positive number"),
     (["--epochs=0"], "--epochs=0: must be at least 1"),
     (["--runs=-1"], "--runs=-1: must be at least 1"),
     (["--batch_size=0"], "--batch_size=0: must be at least 1"),
