@@ -355,4 +355,96 @@ def _plot_depth(measured, path):
     return os.path.basename(path)
 
 
-SECTIONS = {"beyond_bias_scale": _bias_scale, "beyond_depth": _depth}
+def _gap_of(reference, other):
+    """reference - other for two lists of final accuracies: (gap, half-width
+    with the two intervals in quadrature)."""
+    from kzero.report import confidence_interval
+
+    (a, ha), (b, hb) = confidence_interval(reference), confidence_interval(other)
+    return a - b, math.hypot(ha, hb)
+
+
+def _at_epoch(runs, epoch):
+    return [run.accuracy[epoch - 1] for run in _healthy(runs) if len(run.accuracy) >= epoch]
+
+
+def _gap_text(gap):
+    return f"{gap[0]:+.4f} ± {gap[1]:.4f}"
+
+
+def _moves(gap, baseline):
+    """How far `gap` is from `baseline`, and whether beyond seed noise."""
+    delta, half = gap[0] - baseline[0], math.hypot(gap[1], baseline[1])
+    verdict = "beyond seed noise" if abs(delta) > half else "within seed noise"
+    return f"{delta:+.4f} ± {half:.4f}, {verdict}"
+
+
+def _gap(runs_by_variant, out, kind):
+    """Question 3: where does the gap to the reference init come from? One
+    of its three studies (`kind`: epochs, lr, kernel) on one dataset."""
+    runs = [run for group in runs_by_variant.values() for run in group]
+    dataset = runs[0].config.dataset
+    paper_epochs = {"mnist": 10, "cifar10": 15}.get(dataset)
+
+    def select(**wanted):
+        return [run for run in runs if all(getattr(run.config, k) == v for k, v in wanted.items())]
+
+    rows, lines = [], []
+    if kind == "epochs":
+        epochs = sorted({e for e in (paper_epochs, max(run.config.epochs for run in runs)) if e})
+        gaps = {e: _gap_of(_at_epoch(select(init="lecun"), e),
+                           _at_epoch(select(init="zero_normal"), e)) for e in epochs}
+        rows = [f"| {e} | {_interval(_at_epoch(select(init='lecun'), e))} | "
+                f"{_interval(_at_epoch(select(init='zero_normal'), e))} | "
+                f"{_gap_text(gaps[e])} |" for e in epochs]
+        head = ["| epoch | lecun | zero_normal | lecun - zero_normal |",
+                "| --- | --- | --- | --- |"]
+        if len(epochs) == 2:
+            lines.append(f"- From epoch {epochs[0]} to epoch {epochs[1]} the gap moves by "
+                         f"{_moves(gaps[epochs[1]], gaps[epochs[0]])}.")
+    elif kind == "lr":
+        rates = sorted({run.config.learning_rate for run in runs})
+        gaps = {r: _gap_of([x.accuracy[-1] for x in _healthy(select(init="lecun",
+                                                                     learning_rate=r))],
+                           [x.accuracy[-1] for x in _healthy(select(init="zero_normal",
+                                                                     learning_rate=r))])
+                for r in rates}
+        rows = [f"| {r:g} | {_interval([x.accuracy[-1] for x in _healthy(select(init='lecun', learning_rate=r))])} | "  # noqa: E501
+                f"{_interval([x.accuracy[-1] for x in _healthy(select(init='zero_normal', learning_rate=r))])} | "  # noqa: E501
+                f"{_gap_text(gaps[r])} |" for r in rates]
+        head = ["| learning rate | lecun | zero_normal | lecun - zero_normal |",
+                "| --- | --- | --- | --- |"]
+        if 1e-3 in gaps:
+            for rate in rates:
+                if rate != 1e-3:
+                    lines.append(f"- At learning rate {rate:g} the gap moves, against the "
+                                 f"paper's 0.001, by {_moves(gaps[rate], gaps[1e-3])}.")
+    else:
+        schemes = sorted({run.config.init for run in runs} - {"lecun"},
+                         key=lambda name: (name != "zero_normal", name))
+        reference = [x.accuracy[-1] for x in _healthy(select(init="lecun"))]
+        gaps = {name: _gap_of(reference, [x.accuracy[-1] for x in _healthy(select(init=name))])
+                for name in schemes}
+        rows = [f"| {name} | {_interval([x.accuracy[-1] for x in _healthy(select(init=name))])}"
+                f" | {_gap_text(gaps[name])} |" for name in schemes]
+        head = [f"| scheme | final test accuracy | lecun ({_interval(reference)}) - scheme |",
+                "| --- | --- | --- |"]
+        for name in schemes:
+            if name != "zero_normal" and "zero_normal" in gaps:
+                lines.append(f"- {name} moves the gap, against zero_normal, by "
+                             f"{_moves(gaps[name], gaps['zero_normal'])}.")
+    experiment = os.path.basename(os.path.dirname(os.path.dirname(runs[0].workdir)))
+    titles = {"epochs": "longer training", "lr": "the learning rate",
+              "kernel": "a little kernel diversity"}
+    section = [f"### The gap to the reference init: {titles[kind]} (`{experiment}`)", "",
+               f"The {dataset} FNN, final-epoch test accuracy over seeds (95% intervals); the "
+               "gap is lecun's minus the other's, its half-width the two in quadrature.", "",
+               *head, *rows, ""]
+    if lines:
+        section += ["Measured from these runs:", "", *lines, ""]
+    return section
+
+
+SECTIONS = {"beyond_bias_scale": _bias_scale, "beyond_depth": _depth,
+            **{f"beyond_gap_{kind}_{dataset}": (lambda runs, out, kind=kind: _gap(runs, out, kind))
+               for kind in ("epochs", "lr", "kernel") for dataset in ("mnist", "cifar")}}

@@ -190,8 +190,8 @@ class ModelSpec:
         convolutional: it has convolutions (for the runner's hint on slow
             backends).
         options: what else `build` takes as keyword arguments, with their
-            defaults: `RunConfig` fields of the same names (`--depth`,
-            `--width`), each value its own variant.
+            defaults; the `RunConfig` fields `depth` and `width` (`--depth`,
+            `--width`) set those of these names.
     """
 
     name: str

@@ -57,7 +57,8 @@ def build_run_model(config):
             activation=config.activation, seed=config.seed,
             initialized_layers=INIT_SCOPES[config.init_scope],
             bn_statistics=config.bn_statistics,
-            **{name: getattr(config, name) for name in MODELS.get(config.model).options})
+            # Options that no RunConfig field sets keep the model's defaults.
+            **{name: getattr(config, name, None) for name in MODELS.get(config.model).options})
     finally:
         keras.config.set_dtype_policy(previous_policy)
 

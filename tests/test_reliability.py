@@ -25,7 +25,7 @@ def kzero_run(*argv, **kwargs):
 
 def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--epochs=4", "--runs=1",
-            "--max_examples=30000", f"--data_dir={data_dir}"]
+            "--max_examples=12000", f"--data_dir={data_dir}"]
     workdir = tmp_path / "killed" / "mnist_fnn" / "fnn_zero_normal_x1" / "seed_0"
     process = kzero_run(*argv, f"--output_dir={tmp_path / 'killed'}")
     deadline = time.time() + 300
