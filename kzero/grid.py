@@ -167,23 +167,22 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
 
 
 def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progress):
-    """--parallel_runs: the unfinished seeds of each variant, R at a time."""
-    from kzero.parallel import train_parallel
+    """--parallel_runs: the unfinished runs that share an architecture (all
+    but their init scheme, bias scale and seed), R at a time, across the
+    grid's variants."""
+    from kzero.parallel import group_key, train_parallel
 
     size = grid.parallel_runs
-    _say(f"kzero: --parallel_runs={size}: up to {size} seeds per model")
-    variants = {}
+    _say(f"kzero: --parallel_runs={size}: up to {size} runs per model")
+    workdirs = {id(run): os.path.join(root, run.variant, f"seed_{run.seed}") for run in runs}
+    families = {}
     for run in runs:
-        variants.setdefault(run.variant, []).append(run)
-    for variant, members in variants.items():
-        os.makedirs(os.path.join(root, variant), exist_ok=True)
-        workdirs = {id(run): os.path.join(root, variant, f"seed_{run.seed}") for run in members}
-        todo = []
-        for run in members:
-            if _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
-                progress.run_finished(run)
-            else:
-                todo.append(run)
+        os.makedirs(os.path.dirname(workdirs[id(run)]), exist_ok=True)
+        if _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
+            progress.run_finished(run)
+        else:
+            families.setdefault(group_key(run), []).append(run)
+    for todo in families.values():
         for start in range(0, len(todo), size):
             if stop_request.is_set():
                 raise KeyboardInterrupt
@@ -199,10 +198,10 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
                         progress.run_finished(run)
                 if not group:
                     continue
-                seeds = tuple(run.seed for run in group)
-                configs = [run.replace(parallel_group=seeds) for run in group]
+                members = tuple(f"{run.variant}/seed_{run.seed}" for run in group)
+                configs = [run.replace(parallel_group=members) for run in group]
                 dirs = [workdirs[id(run)] for run in group]
-                resumable = _group_resumable(dirs, seeds) and not grid.overwrite
+                resumable = _group_resumable(dirs, members) and not grid.overwrite
                 for run in group:
                     if not resumable:
                         _say(f"{labels[id(run)]}: training (group of {len(group)})")
@@ -223,16 +222,18 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
                          f"{summary['wall_seconds']:.1f} s (group of {len(group)})")
 
 
-def _group_resumable(workdirs, seeds):
-    """Whether `workdirs` hold an unfinished group of exactly these seeds: its
-    checkpoint in the first, and each run's config.json naming the group."""
+def _group_resumable(workdirs, members):
+    """Whether `workdirs` hold an unfinished group of exactly these runs
+    (`<variant>/seed_<k>`): its checkpoint in the first, and each run's
+    config.json naming the group."""
     from kzero.parallel import GROUP_CHECKPOINT
 
     if not os.path.exists(os.path.join(workdirs[0], GROUP_CHECKPOINT)):
         return False
     for workdir in workdirs:
         path = os.path.join(workdir, "config.json")
-        if not os.path.exists(path) or tuple(read_json(path).get("parallel_group") or ()) != seeds:
+        if not os.path.exists(path) or tuple(read_json(path).get("parallel_group") or ()) != \
+                members:
             return False
     return True
 

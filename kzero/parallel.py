@@ -1,4 +1,5 @@
-"""Several seeds of one variant trained as one compiled model (`--parallel_runs`).
+"""Several runs trained as one compiled model (`--parallel_runs`): the seeds,
+init schemes and bias scales of one architecture.
 
 The paper's models are small: on a GPU one run is bound by per-step overhead,
 not arithmetic. Here R replicas, each built from its own seed, sit side by
@@ -41,9 +42,16 @@ __all__ = ["GROUP_CHECKPOINT", "train_parallel"]
 # In the directory of a group's first run.
 GROUP_CHECKPOINT = "group_checkpoint.keras"
 
-# The fields in which the runs of one group may differ: the rest, what the
-# group trains, must be the same for all.
-_MAY_DIFFER = {"seed", "parallel_group", "command"}
+# The fields in which the runs of one group may differ: each replica is built
+# from its own config. The rest, the architecture and what the one optimizer
+# and the one fit loop see, must be the same for all.
+_MAY_DIFFER = {"seed", "init", "bias_scale", "parallel_group", "command"}
+
+
+def group_key(config):
+    """What the runs of one group share: the config less `_MAY_DIFFER`."""
+    return tuple(sorted((name, repr(value)) for name, value in dataclasses.asdict(config).items()
+                        if name not in _MAY_DIFFER))
 
 
 class _Zipped(keras.utils.PyDataset):
@@ -105,28 +113,28 @@ class _ReplicaMetrics(EpochMetricsLogger):
         super().on_epoch_end(epoch, own)
 
 
-def _check_one_variant(configs):
+def _check_one_architecture(configs):
     first = dataclasses.asdict(configs[0])
     for config in configs[1:]:
         for name, value in dataclasses.asdict(config).items():
             if name not in _MAY_DIFFER and value != first[name]:
-                raise ValueError(f"a parallel group trains one variant: its configs differ in "
-                                 f"{name} ({first[name]!r} and {value!r})")
+                raise ValueError(f"a parallel group trains one architecture: its configs differ "
+                                 f"in {name} ({first[name]!r} and {value!r})")
 
 
 def _build_group(configs):
     """The group: one model with an input and an output per replica; and
     the replicas, in order."""
     replicas = []
-    for config in configs:
+    for index, config in enumerate(configs):
         # Distinct variable paths: under the torch backend, replicas with equal
         # paths trained wrongly (all but the last), as if sharing Adam state.
-        with keras.name_scope(f"seed_{config.seed}"):
+        with keras.name_scope(f"replica_{index}"):
             model = build_run_model(config)
         # A name per replica: Keras needs unique names among the group's layers.
-        replicas.append(keras.Model(model.inputs, model.outputs, name=f"seed_{config.seed}"))
+        replicas.append(keras.Model(model.inputs, model.outputs, name=f"replica_{index}"))
     input_shape = get_dataset(configs[0].dataset).input_shape
-    inputs = [keras.Input(input_shape, name=f"images_seed_{c.seed}") for c in configs]
+    inputs = [keras.Input(input_shape, name=f"images_{index}") for index in range(len(configs))]
     group = keras.Model(inputs, [replica(x) for replica, x in zip(replicas, inputs)])
     compile_run_model(group, configs[0], outputs=len(configs))
     return group, replicas
@@ -156,8 +164,8 @@ def _load_checkpoint(group, path, log):
 
 def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None, callbacks=(),
                    log=None):
-    """Trains the runs `configs` (`RunConfig`s of one variant, different seeds)
-    as one model, writing each run's results to its entry of `workdirs`, its
+    """Trains the runs `configs` (`RunConfig`s that differ at most in seed,
+    init scheme and bias scale) as one model, writing each run's results to its entry of `workdirs`, its
     `config.json` included. Batches come through the configs' pipeline, with
     NumPy's in place of tf.data (a group zips one pipeline per replica).
     `callbacks`: more Keras callbacks for `fit`, called after kzero's.
@@ -168,7 +176,7 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     Returns the runs' summaries, in order."""
     import_tensorflow()  # Keras' saving would import it, with its start-up lines
     configs = [RunConfig.coerce(config) for config in configs]
-    _check_one_variant(configs)
+    _check_one_architecture(configs)
     pipeline = resolve_pipeline(configs[0].pipeline)
     pipeline = "numpy" if pipeline == "tf" else pipeline
     configs = [stamp(config, input_pipeline=pipeline) for config in configs]

@@ -239,15 +239,13 @@ def _expected_epochs(run):
 
 def _wall_seconds(runs):
     """The runs' summed wall time, each `--parallel_runs` group once: its runs
-    trained together, and each summary holds the group's time."""
-    total, groups = 0.0, set()
+    trained together and each summary holds the group's time, so each run
+    counts its share of it, and a group spanning variants is counted once
+    over them."""
+    total = 0.0
     for run in runs:
-        group = run.config.parallel_group
-        if group:
-            if tuple(group) in groups:
-                continue
-            groups.add(tuple(group))
-        total += (run.summary or {}).get("wall_seconds") or 0
+        share = len(run.config.parallel_group or ()) or 1
+        total += ((run.summary or {}).get("wall_seconds") or 0) / share
     return total
 
 

@@ -76,9 +76,10 @@ flags.DEFINE_list("learning_rates", [], "Several learning rates, a variant each 
                   "_lr<rate>); overrides --learning_rate.")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay; default the optimizer's own "
                    "(0; 0.01 for adamw).")
-flags.DEFINE_integer("parallel_runs", 1, "Train up to R seeds of a variant at once, as one "
-                     "model of R replicas, each recording its own diagnostics; a killed "
-                     "group resumes after its last finished epoch.")
+flags.DEFINE_integer("parallel_runs", 1, "Train up to R runs of one architecture (any init "
+                     "scheme, bias scale and seed) at once, as one model of R replicas, each "
+                     "recording its own diagnostics; a killed group resumes after its last "
+                     "finished epoch.")
 flags.DEFINE_string("distribution", "none", "none, or data_parallel: split each batch over all "
                     "local devices (keras.distribution.DataParallel; jax backend only).")
 flags.DEFINE_string("precision", "float32", "float32, or mixed_bfloat16 / mixed_float16: compute "
