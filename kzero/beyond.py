@@ -219,7 +219,8 @@ def _layer_steps(runs, depth):
         text = ("never" if not woke else str(woke[0]) if len(woke) == 1
                 else f"{woke[0]}-{woke[-1]}")
         if woke and None in steps:
-            text += f" ({steps.count(None)} seeds never)"
+            never = steps.count(None)
+            text += f" ({never} seed{'s' if never > 1 else ''} never)"
         shown.append(f"{name} {text}")
     return ", ".join(shown)
 
@@ -369,12 +370,21 @@ def _at_epoch(runs, epoch):
 
 
 def _gap_text(gap):
-    return f"{gap[0]:+.4f} ± {gap[1]:.4f}"
+    return f"{gap[0]:+.4f} ± {gap[1]:.4f}" if math.isfinite(gap[1]) else "-"
+
+
+def _left(gap):
+    """What is left of a gap, and whether it is more than seed noise."""
+    verdict = "beyond seed noise" if abs(gap[0]) > gap[1] else "within seed noise of none"
+    return f"leaving {_gap_text(gap)} ({verdict})"
 
 
 def _moves(gap, baseline):
-    """How far `gap` is from `baseline`, and whether beyond seed noise."""
+    """How far `gap` is from `baseline`, and whether beyond seed noise; None
+    where either lacks an interval (too few seeds)."""
     delta, half = gap[0] - baseline[0], math.hypot(gap[1], baseline[1])
+    if not math.isfinite(half):
+        return None
     verdict = "beyond seed noise" if abs(delta) > half else "within seed noise"
     return f"{delta:+.4f} ± {half:.4f}, {verdict}"
 
@@ -384,6 +394,7 @@ def _gap(runs_by_variant, out, kind):
     of its three studies (`kind`: epochs, lr, kernel) on one dataset."""
     runs = [run for group in runs_by_variant.values() for run in group]
     dataset = runs[0].config.dataset
+    shown = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(dataset, dataset)
     paper_epochs = {"mnist": 10, "cifar10": 15}.get(dataset)
 
     def select(**wanted):
@@ -399,9 +410,10 @@ def _gap(runs_by_variant, out, kind):
                 f"{_gap_text(gaps[e])} |" for e in epochs]
         head = ["| epoch | lecun | zero_normal | lecun - zero_normal |",
                 "| --- | --- | --- | --- |"]
-        if len(epochs) == 2:
+        if len(epochs) == 2 and _moves(gaps[epochs[1]], gaps[epochs[0]]):
             lines.append(f"- From epoch {epochs[0]} to epoch {epochs[1]} the gap moves by "
-                         f"{_moves(gaps[epochs[1]], gaps[epochs[0]])}.")
+                         f"{_moves(gaps[epochs[1]], gaps[epochs[0]])}, "
+                         f"{_left(gaps[epochs[1]])}.")
     elif kind == "lr":
         rates = sorted({run.config.learning_rate for run in runs})
         gaps = {r: _gap_of([x.accuracy[-1] for x in _healthy(select(init="lecun",
@@ -416,9 +428,10 @@ def _gap(runs_by_variant, out, kind):
                 "| --- | --- | --- | --- |"]
         if 1e-3 in gaps:
             for rate in rates:
-                if rate != 1e-3:
+                if rate != 1e-3 and _moves(gaps[rate], gaps[1e-3]):
                     lines.append(f"- At learning rate {rate:g} the gap moves, against the "
-                                 f"paper's 0.001, by {_moves(gaps[rate], gaps[1e-3])}.")
+                                 f"paper's 0.001, by {_moves(gaps[rate], gaps[1e-3])}, "
+                                 f"{_left(gaps[rate])}.")
     else:
         schemes = sorted({run.config.init for run in runs} - {"lecun"},
                          key=lambda name: (name != "zero_normal", name))
@@ -430,14 +443,15 @@ def _gap(runs_by_variant, out, kind):
         head = [f"| scheme | final test accuracy | lecun ({_interval(reference)}) - scheme |",
                 "| --- | --- | --- |"]
         for name in schemes:
-            if name != "zero_normal" and "zero_normal" in gaps:
+            if name != "zero_normal" and "zero_normal" in gaps and _moves(
+                    gaps[name], gaps["zero_normal"]):
                 lines.append(f"- {name} moves the gap, against zero_normal, by "
-                             f"{_moves(gaps[name], gaps['zero_normal'])}.")
+                             f"{_moves(gaps[name], gaps['zero_normal'])}, {_left(gaps[name])}.")
     experiment = os.path.basename(os.path.dirname(os.path.dirname(runs[0].workdir)))
     titles = {"epochs": "longer training", "lr": "the learning rate",
               "kernel": "a little kernel diversity"}
     section = [f"### The gap to the reference init: {titles[kind]} (`{experiment}`)", "",
-               f"The {dataset} FNN, final-epoch test accuracy over seeds (95% intervals); the "
+               f"The {shown} FNN, final-epoch test accuracy over seeds (95% intervals); the "
                "gap is lecun's minus the other's, its half-width the two in quadrature.", "",
                *head, *rows, ""]
     if lines:
