@@ -2,6 +2,7 @@
 numbers are measured on demand, never asserted here."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,28 @@ def test_paired_parity_compares_each_seed_across_backends(data_dir, tmp_path):
             abs(accuracies[0] - accuracies[1]), abs=1e-6)
         # The same initial weights and batches: only float rounding apart.
         assert abs(accuracies[0] - accuracies[1]) <= 0.002
+
+
+@pytest.mark.once
+def test_grid_bench_counts_the_arithmetic_and_times_both_ways(data_dir):
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from bench_grid import forward_flops
+
+    from kzero.models import build_model
+
+    assert forward_flops(build_model("mnist", "fnn")) == 2 * (784 * 500 + 500 * 10)
+    # The MNIST CNN: two 'same' 5x5 convs on 28x28, then the logits.
+    assert forward_flops(build_model("mnist", "cnn")) == 2 * (
+        28 * 28 * 25 * 16 + 28 * 28 * 25 * 16 * 32 + 28 * 28 * 32 * 10)
+    output = run_script("scripts/bench_grid.py", "--flagfile=mnist_fnn", "--epochs=1",
+                        "--runs=2", "--inits=lecun,zero_normal", "--max_examples=512",
+                        "--norecord_symmetry", f"--data_dir={data_dir}")
+    result = json.loads(output.strip().splitlines()[-1])
+    assert (result["runs"], result["group_size"]) == (4, 4)
+    for name in ("single", "grouped"):
+        # 4 run-epochs in the wall time it reports.
+        assert result[f"{name}_run_epochs_per_s"] * result[f"{name}_wall_s"] == \
+            pytest.approx(4, rel=0.01)
+        assert 0 < result[f"{name}_fraction_of_peak"] < 1
+    assert result["grouped_over_single"] == pytest.approx(
+        result["grouped_run_epochs_per_s"] / result["single_run_epochs_per_s"], rel=0.01)
