@@ -315,7 +315,7 @@ def _plot_depth(measured, path):
 
     fig, (wake, finals) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     depths = sorted({d for d, _ in measured})
-    top = 1
+    top, longest = 1, 1
     for depth in depths:
         runs = measured.get((depth, "zero_normal"), {}).get("runs")
         if not runs:
@@ -328,8 +328,10 @@ def _plot_depth(measured, path):
         wake.plot([x for x, y in zip(xs, ys) if y is not None],
                   [y for y in ys if y is not None], marker="o", markersize=3,
                   label=f"depth {depth}")
-        top = max([top, len(names)] + [y for y in ys if y is not None])
-    wake.plot([1, top], [1, top], "k--", linewidth=1, label="one layer per step")
+        top = max([top] + [y for y in ys if y is not None])
+        longest = max(longest, len(names))
+    diagonal = range(1, longest + 1)  # every point: a log axis bends a 2-point line
+    wake.plot(diagonal, diagonal, "k--", linewidth=1, label="one layer per step")
     if top > 100:  # layers first seen at the every-1000-steps records
         wake.set_yscale("log")
     wake.set_xlabel("layer, counted from the output (1 = logits)")
@@ -370,7 +372,8 @@ def _at_epoch(runs, epoch):
 
 
 def _gap_text(gap):
-    return f"{gap[0]:+.4f} ± {gap[1]:.4f}" if math.isfinite(gap[1]) else "-"
+    # round(...) + 0.0: no "-0.0000" for a gap that rounds to none.
+    return f"{round(gap[0], 4) + 0.0:+.4f} ± {gap[1]:.4f}" if math.isfinite(gap[1]) else "-"
 
 
 def _left(gap):
