@@ -94,7 +94,8 @@ def _bias_scale(runs_by_variant, out):
                           if r["layer"] == "dense1" and r["step"] == 1]
             gradients = _csv(run, "gradients.csv")
             if gradients:
-                norms = [gradient_norm(gradients, s) for s in sorted({r["step"] for r in gradients})]
+                steps = sorted({r["step"] for r in gradients})
+                norms = [gradient_norm(gradients, step) for step in steps]
                 norm1.append(norms[0])
                 norm_max.append(max(norms))
         measured[scale] = {"accuracy": [run.accuracy[-1] for run in healthy],
@@ -419,14 +420,13 @@ def _gap(runs_by_variant, out, kind):
                          f"{_left(gaps[epochs[1]])}.")
     elif kind == "lr":
         rates = sorted({run.config.learning_rate for run in runs})
-        gaps = {r: _gap_of([x.accuracy[-1] for x in _healthy(select(init="lecun",
-                                                                     learning_rate=r))],
-                           [x.accuracy[-1] for x in _healthy(select(init="zero_normal",
-                                                                     learning_rate=r))])
-                for r in rates}
-        rows = [f"| {r:g} | {_interval([x.accuracy[-1] for x in _healthy(select(init='lecun', learning_rate=r))])} | "  # noqa: E501
-                f"{_interval([x.accuracy[-1] for x in _healthy(select(init='zero_normal', learning_rate=r))])} | "  # noqa: E501
-                f"{_gap_text(gaps[r])} |" for r in rates]
+
+        def finals(init, rate):
+            return [x.accuracy[-1] for x in _healthy(select(init=init, learning_rate=rate))]
+
+        gaps = {r: _gap_of(finals("lecun", r), finals("zero_normal", r)) for r in rates}
+        rows = [f"| {r:g} | {_interval(finals('lecun', r))} | "
+                f"{_interval(finals('zero_normal', r))} | {_gap_text(gaps[r])} |" for r in rates]
         head = ["| learning rate | lecun | zero_normal | lecun - zero_normal |",
                 "| --- | --- | --- | --- |"]
         if 1e-3 in gaps:

@@ -327,9 +327,10 @@ def _pre_activation(layer, inputs):
 
 class ActivationRecorder(_RecordingCallback):
     """Records what every dense and 2-D conv layer computes on a fixed probe
-    batch, in inference mode, at the gradient recorder's schedule: before
-    update step s for s = 1..`first_steps` (at least K+1 for K such layers)
-    and then every `every` steps. Per layer, the distribution of its
+    batch, in inference mode, at the gradient recorder's schedule as given:
+    before update step s for s = 1..`first_steps` and then every `every`
+    steps (not stretched to K+1 steps as gradients are for awakening: a deep
+    conv model's forward statistics are costly, and need no such steps). Per layer, the distribution of its
     pre-activations (x @ kernel + bias) and of its activations (the layer's
     output), as TensorBoard histograms `activations/<layer>/pre_activation`
     and `activations/<layer>/activation` and a row of `activations.csv`:
@@ -357,7 +358,6 @@ class ActivationRecorder(_RecordingCallback):
         model = self.subject
         self._layers = [layer for layer in model.layers
                         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
-        self.first_steps = max(self.first_steps, len(self._layers) + 1)
         self._inputs = keras.Model(model.inputs, [layer.input for layer in self._layers])
 
     def on_train_batch_begin(self, batch, logs=None):

@@ -165,9 +165,10 @@ def _load_checkpoint(group, path, log):
 def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None, callbacks=(),
                    log=None):
     """Trains the runs `configs` (`RunConfig`s that differ at most in seed,
-    init scheme and bias scale) as one model, writing each run's results to its entry of `workdirs`, its
-    `config.json` included. Batches come through the configs' pipeline, with
-    NumPy's in place of tf.data (a group zips one pipeline per replica).
+    init scheme and bias scale) as one model, writing each run's results to
+    its entry of `workdirs`, its `config.json` included. Batches come through
+    the configs' pipeline, with NumPy's in place of tf.data (a group zips one
+    pipeline per replica).
     `callbacks`: more Keras callbacks for `fit`, called after kzero's.
     If the first workdir holds the checkpoint of this group
     (`GROUP_CHECKPOINT`), training resumes after its last finished epoch;

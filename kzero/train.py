@@ -16,8 +16,9 @@ import time
 import keras
 import numpy as np
 
-from kzero.callbacks import (ActivationRecorder, Checkpointer, EpochMetricsLogger, GradientRecorder, HParamsLogger,
-                             HoldoutEvaluator, StopOnRequest, SymmetryMonitor)
+from kzero.callbacks import (ActivationRecorder, Checkpointer, EpochMetricsLogger,
+                             GradientRecorder, HParamsLogger, HoldoutEvaluator, StopOnRequest,
+                             SymmetryMonitor)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
 from kzero.io import write_json
