@@ -65,7 +65,12 @@ class _EventLog:
 
     def histogram(self, tag, values, step):
         if self.log_dir is not None:
-            self._open().add_histogram(tag, values, step)
+            try:
+                self._open().add_histogram(tag, values, step)
+            except ValueError:
+                # tensorboardX finds no bins for values near float32's range
+                # (a diverging run's activations); the CSV still has them.
+                pass
 
     def summary(self, proto):
         """A ready-made `Summary` proto (the HParams plugin's session records)."""

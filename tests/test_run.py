@@ -45,15 +45,23 @@ def flagfile(name):
     return f"--flagfile={os.path.join(REPO, 'flags', name + '.flags')}"
 
 
+# The studies beyond the paper (kzero.beyond), with the runs each flagfile's grid has.
+BEYOND = {"beyond_bias_scale": 6 * 5, "beyond_depth": 5 * 3 * 5,
+          **{f"beyond_gap_{study}_{dataset}": runs * 5
+             for study, runs in (("epochs", 2), ("lr", 2 * 4), ("kernel", 4))
+             for dataset in ("mnist", "cifar")}}
+
+
 def test_there_is_one_flagfile_per_paper_experiment():
     names = {os.path.basename(p)[:-len(".flags")] for p in FLAGFILES}
     assert names == {"mnist_logreg", "mnist_fnn", "mnist_fnn_scaled", "mnist_cnn",
                      "mnist_cnn_scaled", "mnist_zero", "cifar_logreg", "cifar_fnn",
-                     "cifar_cnn", "cifar_zero", "cifar_resnet50", "cifar_resnet50_paper_code"}
+                     "cifar_cnn", "cifar_zero", "cifar_resnet50", "cifar_resnet50_paper_code",
+                     *BEYOND}
     for path in FLAGFILES:
         text = open(path).read()
         assert "--runs=5" in text and "--batch_size=128" in text
-        assert "--learning_rate=0.001" in text
+        assert "--learning_rate=0.001" in text or "--learning_rates=" in text
     # The report's "Not run" section sends each missing experiment to flags/<experiment>.flags.
     for experiment in {e for e, _ in PAPER}:
         text = open(os.path.join(REPO, "flags", experiment + ".flags")).read()
@@ -61,7 +69,7 @@ def test_there_is_one_flagfile_per_paper_experiment():
 
 
 @pytest.mark.parametrize("name", [os.path.basename(p)[:-6] for p in FLAGFILES
-                                  if "resnet" not in p])
+                                  if "resnet" not in p and "beyond" not in p])
 def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
     run_cli(flagfile(name), "--epochs=1", "--runs=1", "--max_examples=256",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
@@ -69,6 +77,26 @@ def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
     expected = {"mnist_fnn_scaled": 3, "mnist_cnn_scaled": 3, "mnist_zero": 2,
                 "cifar_zero": 2, "mnist_logreg": 1, "cifar_logreg": 1}.get(name, 3)
     assert len(dirs) == expected
+    for workdir in dirs:
+        check_run_dir(workdir, epochs=1)
+
+
+@pytest.mark.once
+def test_the_beyond_flagfiles_make_their_grids_and_the_deepest_mlp_trains(tmp_path, data_dir):
+    from kzero.grid import expand
+
+    for name, runs in BEYOND.items():
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["kzero.run", flagfile(name)])
+            grid = run.config_from_flags()
+        assert len(expand(grid)) == runs and grid.experiment_name == name, name
+    run_cli(flagfile("beyond_depth"), "--depth=2,32", "--inits=zero_normal", "--epochs=1",
+            "--runs=1", "--max_examples=256", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path}")
+    dirs = run_dirs(tmp_path / "beyond_depth")
+    assert [os.path.basename(os.path.dirname(d)) for d in dirs] == [
+        "mlp2x256_zero_normal_x1", "mlp32x256_zero_normal_x1"]
     for workdir in dirs:
         check_run_dir(workdir, epochs=1)
 
