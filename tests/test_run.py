@@ -298,9 +298,9 @@ def test_every_flag_is_a_config_field_with_the_same_default():
     for name in names:
         field = run.FIELD_OF_FLAG.get(name, name)
         default = flags.FLAGS[name].default
-        if field in ("models", "inits", "bias_scales", "extensions"):
-            default = tuple(float(v) for v in default) if field == "bias_scales" else tuple(
-                default)
+        if field in ("models", "inits", "bias_scales", "depths", "learning_rates", "extensions"):
+            default = tuple(float(v) for v in default) if field in (
+                "bias_scales", "learning_rates") else tuple(default)
         expected = 0 if field == "base_seed" else getattr(defaults, field)
         if field in SETTINGS:  # None: the protocol's, as the config's field says
             expected = RunConfig.__dataclass_fields__[field].default
