@@ -35,7 +35,7 @@ from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import diverged_epoch, run_summary
 from kzero.train import (build_run_model, compile_run_model, diagnostics, finish, hparams_of,
-                         run_arrays, run_pipelines)
+                         read_checkpoint, run_arrays, run_pipelines)
 
 __all__ = ["GROUP_CHECKPOINT", "train_parallel"]
 
@@ -142,24 +142,16 @@ def _build_group(configs):
 
 def _load_checkpoint(group, path, log):
     """Loads the group's weights and optimizer state from `path`; False where
-    the file cannot be read (kept aside as `<path>.corrupt`, said in one
-    line). Into a group built afresh: a loaded model would lose the
-    replicas' variable paths, which keep their optimizer states apart."""
+    the file cannot be read (`kzero.train.read_checkpoint`). Into a group
+    built afresh: a loaded model would lose the replicas' variable paths,
+    which keep their optimizer states apart."""
     group.optimizer.build(group.trainable_variables)
-    try:
+
+    def load(path):
         group.load_weights(path)
         return True
-    except Exception as e:  # whatever a damaged zip makes Keras raise
-        aside = path + ".corrupt"
-        os.replace(path, aside)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        message = (f"{path} cannot be read ({reason[:200]}); kept aside as {aside}, "
-                   "training the group again from epoch 1")
-        if log is not None:
-            log(message)
-        else:
-            print(f"kzero: {message}", flush=True)
-        return False
+
+    return bool(read_checkpoint(path, load, log, restart="training the group again from epoch 1"))
 
 
 def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None, callbacks=(),

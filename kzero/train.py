@@ -213,7 +213,8 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
     checkpoint = os.path.join(workdir, CHECKPOINT)
     arrays = run_arrays(config, arrays)
     steps_per_epoch = count_steps(arrays, config.batch_size, config.max_examples)
-    model = _read_checkpoint(checkpoint, log) if os.path.exists(checkpoint) else None
+    model = (read_checkpoint(checkpoint, keras.saving.load_model, log)
+             if os.path.exists(checkpoint) else None)
     if model is not None:
         # The optimizer's step count says which epochs the checkpoint holds;
         # rows written after it (a kill between the two) are redone.
@@ -287,18 +288,18 @@ def diagnostics(config, arrays, workdir, initial_epoch, steps_per_epoch, model=N
     return gradient_recorder, callbacks
 
 
-def _read_checkpoint(path, log):
-    """The model saved at `path`, or None where the file cannot be read (a
-    storage fault, a disk that filled up): it is then kept aside as
-    `<path>.corrupt`, said in one line, and the run starts again."""
+def read_checkpoint(path, read, log, restart="training again from epoch 1"):
+    """`read(path)`, or None where the file cannot be read (a storage fault,
+    a disk that filled up): it is then kept aside as `<path>.corrupt`, and a
+    line naming it and what happens instead (`restart`) goes to `log` (by
+    default stderr)."""
     try:
-        return keras.saving.load_model(path)
+        return read(path)
     except Exception as e:  # whatever a damaged zip makes Keras raise
         aside = path + ".corrupt"
         os.replace(path, aside)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        message = (f"{path} cannot be read ({reason[:200]}); kept aside as {aside}, "
-                   "training again from epoch 1")
+        message = f"{path} cannot be read ({reason[:200]}); kept aside as {aside}, {restart}"
         if log is not None:
             log(message)
         else:
