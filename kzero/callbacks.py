@@ -218,7 +218,39 @@ def gradient_statistics(values):
             "max": values.max(), "zero_fraction": float(np.mean(values == 0))}
 
 
-class GradientRecorder(_RecordingCallback):
+class _ScheduledRecorder(_RecordingCallback):
+    """Records the probe batch before update step s (counted from 1) for
+    s = 1..`first_steps` and then every `every` steps, through `record(step)`,
+    into the rows of the CSV `filename` (columns `COLUMNS`), rewritten after
+    every epoch. A resumed run keeps the file's rows up to `initial_step`."""
+
+    COLUMNS = ()
+
+    def __init__(self, filename, log_dir, first_steps, every, initial_step, model):
+        super().__init__(log_dir, model)
+        self.path = filename
+        self.first_steps, self.every = first_steps, every
+        self.rows = _resumed_rows(filename, "step", initial_step)
+        self._step = initial_step
+
+    def due(self, step):
+        return step <= self.first_steps or (self.every > 0 and step % self.every == 0)
+
+    def record(self, step):
+        raise NotImplementedError
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step += 1
+        if self.due(self._step):
+            self.subject  # noqa: B018  brings the current weights back to the model under jax
+            self.record(self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_csv(self.path, self.COLUMNS, self.rows)
+        self.events.flush()
+
+
+class GradientRecorder(_ScheduledRecorder):
     """Records the distribution of every trainable variable's gradient.
 
     Before update step s (counted from 1) it computes the gradient of the
@@ -247,21 +279,15 @@ class GradientRecorder(_RecordingCallback):
         loss: the loss the gradients are of; default the model's compiled one.
     """
 
+    COLUMNS = GRADIENT_COLUMNS
+
     def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
                  every=DEFAULT_GRAD_EVERY, initial_step=0, model=None, loss=None):
-        super().__init__(log_dir, model)
-        self.path = filename
+        super().__init__(filename, log_dir, first_steps, every, initial_step, model)
         self.probe = probe
         self.loss = loss
-        self.first_steps = first_steps
-        self.every = every
-        self.rows = _resumed_rows(filename, "step", initial_step)
         self.awakening_step = {}
-        self._step = initial_step
         self._gradients = None
-
-    def due(self, step):
-        return step <= self.first_steps or (self.every > 0 and step % self.every == 0)
 
     def on_train_begin(self, logs=None):
         # `self.model` syncs the jax state: only touched when a record is due.
@@ -280,23 +306,15 @@ class GradientRecorder(_RecordingCallback):
                 and row["zero_fraction"] < 1.0):
             self.awakening_step[row["layer"]] = row["step"]
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._step += 1
-        if not self.due(self._step):
-            return
-        self.subject  # noqa: B018  brings the current weights back to the model under jax
+    def record(self, step):
         for (layer, param), grad in zip(self._names, self._gradients(*self.probe)):
-            row = {"step": self._step, "layer": layer, "param": param,
+            row = {"step": step, "layer": layer, "param": param,
                    **gradient_statistics(grad)}
             self.rows.append(row)
             self._note_awakening(row)
             finite = grad[np.isfinite(grad)]
             if finite.size:  # a diverged run's NaNs stay in gradients.csv only
-                self.events.histogram(f"gradients/{layer}/{param}", finite, self._step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        write_csv(self.path, GRADIENT_COLUMNS, self.rows)
-        self.events.flush()
+                self.events.histogram(f"gradients/{layer}/{param}", finite, step)
 
 
 # Where ELU saturates: below -5 its gradient exp(x) is under 0.007.
@@ -330,7 +348,7 @@ def _pre_activation(layer, inputs):
     return out
 
 
-class ActivationRecorder(_RecordingCallback):
+class ActivationRecorder(_ScheduledRecorder):
     """Records what every dense and 2-D conv layer computes on a fixed probe
     batch, in inference mode, at the gradient recorder's schedule as given:
     before update step s for s = 1..`first_steps` and then every `every`
@@ -347,17 +365,12 @@ class ActivationRecorder(_RecordingCallback):
     Args: as `GradientRecorder`'s, `probe` an `(x, y)` batch (y unused).
     """
 
+    COLUMNS = ACTIVATION_COLUMNS
+
     def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
                  every=DEFAULT_GRAD_EVERY, initial_step=0, model=None):
-        super().__init__(log_dir, model)
-        self.path = filename
+        super().__init__(filename, log_dir, first_steps, every, initial_step, model)
         self.probe = probe[0]
-        self.first_steps, self.every = first_steps, every
-        self.rows = _resumed_rows(filename, "step", initial_step)
-        self._step = initial_step
-
-    def due(self, step):
-        return step <= self.first_steps or (self.every > 0 and step % self.every == 0)
 
     def on_train_begin(self, logs=None):
         model = self.subject
@@ -365,27 +378,18 @@ class ActivationRecorder(_RecordingCallback):
                         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
         self._inputs = keras.Model(model.inputs, [layer.input for layer in self._layers])
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._step += 1
-        if not self.due(self._step):
-            return
-        self.subject  # noqa: B018  brings the current weights back to the model under jax
+    def record(self, step):
         inputs = self._inputs([self.probe], training=False)
         for layer, x in zip(self._layers, inputs):
             pre = _pre_activation(layer, x)
             out = layer.activation(pre)
             pre, out = keras.ops.convert_to_numpy(pre), keras.ops.convert_to_numpy(out)
-            self.rows.append({"step": self._step, "layer": layer.name,
+            self.rows.append({"step": step, "layer": layer.name,
                               **activation_statistics(pre, out)})
             for name, values in (("pre_activation", pre), ("activation", out)):
                 finite = values[np.isfinite(values)].astype(np.float32)
                 if finite.size:
-                    self.events.histogram(f"activations/{layer.name}/{name}", finite,
-                                          self._step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        write_csv(self.path, ACTIVATION_COLUMNS, self.rows)
-        self.events.flush()
+                    self.events.histogram(f"activations/{layer.name}/{name}", finite, step)
 
 
 class HParamsLogger(_RecordingCallback):
