@@ -8,6 +8,7 @@ draws its figure into `out`. `kzero.report` calls them for the experiments it
 finds, in place of the table against the paper that those have no row of.
 """
 
+import contextlib
 import math
 import os
 
@@ -163,16 +164,36 @@ def _bias_scale_answer(measured):
     return lines
 
 
-def _plot_bias_scale(measured, path):
+@contextlib.contextmanager
+def _figure(path, title, panels=2):
+    """`panels` axes side by side, for the block to draw into; the figure is
+    saved to `path` under `title` when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), dpi=110, squeeze=False)
+    try:
+        yield axes[0]
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def _plot_bias_scale(measured, path):
     scales = sorted(measured)
     if not scales:
         return None
-    fig, (curves, finals) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    title = "MNIST FNN, zero_normal: test accuracy and ELU saturation against bias scale"
+    with _figure(path, title) as (curves, finals):
+        _draw_bias_scale(measured, scales, curves, finals)
+    return os.path.basename(path)
+
+
+def _draw_bias_scale(measured, scales, curves, finals):
     for scale in scales:
         runs = measured[scale]["curves"]
         if runs:
@@ -197,11 +218,6 @@ def _plot_bias_scale(measured, path):
               label="dense1 saturated fraction, step 1")
     twin.set_ylabel("saturated fraction (pre-activation < -5)", color="tab:red")
     finals.grid(alpha=0.3)
-    fig.suptitle("MNIST FNN, zero_normal: test accuracy and ELU saturation against bias scale")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return os.path.basename(path)
 
 
 def _awakening(run):
@@ -305,16 +321,16 @@ def _depth_answer(measured):
 
 
 def _plot_depth(measured, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not measured:
         return None
+    with _figure(path, "MNIST MLP: layer awakening and accuracy against depth") as (wake, finals):
+        _draw_depth(measured, wake, finals)
+    return os.path.basename(path)
+
+
+def _draw_depth(measured, wake, finals):
     from kzero.report import confidence_interval
 
-    fig, (wake, finals) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     depths = sorted({d for d, _ in measured})
     top, longest = 1, 1
     for depth in depths:
@@ -352,11 +368,6 @@ def _plot_depth(measured, path):
     finals.set_ylabel("final test accuracy")
     finals.legend(fontsize=7)
     finals.grid(alpha=0.3)
-    fig.suptitle("MNIST MLP: layer awakening and accuracy against depth")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return os.path.basename(path)
 
 
 def _gap_of(reference, other):
