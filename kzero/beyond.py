@@ -470,7 +470,104 @@ def _gap(runs_by_variant, out, kind):
                *head, *rows, ""]
     if lines:
         section += ["Measured from these runs:", "", *lines, ""]
+    figure = _plot_gap(kind, select, os.path.join(out, f"{experiment}.png"),
+                       f"{shown} FNN: the gap to lecun, {titles[kind]}")
+    if figure:
+        section += [f"![{experiment}]({figure})", ""]
     return section
+
+
+def _mean_curve(runs):
+    curves = [run.accuracy for run in _healthy(runs)]
+    if not curves:
+        return None
+    length = min(len(c) for c in curves)
+    return np.mean([c[:length] for c in curves], axis=0)
+
+
+def _plot_gap(kind, select, path, title):
+    """The figure of one gap study: test accuracy of its variants (left) and
+    the gap to lecun with its 95% interval (right), against the study's
+    variable: the epoch, the learning rate, the kernel scheme."""
+    runs = select()
+    if not any(run.config.init == "lecun" for run in runs):
+        return None
+    with _figure(path, title) as (accuracy, gap):
+        if kind == "epochs":
+            last = max(len(run.accuracy) for run in runs)
+            epochs = list(range(1, last + 1))
+            for init in ("lecun", "zero_normal"):
+                curve = _mean_curve(select(init=init))
+                if curve is not None:
+                    accuracy.plot(range(1, len(curve) + 1), curve, label=init)
+            accuracy.set_xlabel("epoch")
+            values = [_gap_of(_at_epoch(select(init="lecun"), e),
+                              _at_epoch(select(init="zero_normal"), e)) for e in epochs]
+            _gap_band(gap, epochs, values)
+            gap.set_xlabel("epoch")
+        elif kind == "lr":
+            rates = sorted({run.config.learning_rate for run in runs})
+            for init in ("lecun", "zero_normal"):
+                points = [(r, [x.accuracy[-1] for x in _healthy(select(init=init,
+                                                                        learning_rate=r))])
+                          for r in rates]
+                points = [(r, _finite_interval(v)) for r, v in points if v]
+                accuracy.errorbar([r for r, _ in points], [m for _, (m, _) in points],
+                                  yerr=[h for _, (_, h) in points], marker="o", capsize=3,
+                                  label=init)
+            accuracy.set_xscale("log")
+            accuracy.set_xlabel("learning rate")
+            values = [_gap_of([x.accuracy[-1] for x in _healthy(select(init="lecun",
+                                                                      learning_rate=r))],
+                              [x.accuracy[-1] for x in _healthy(select(init="zero_normal",
+                                                                      learning_rate=r))])
+                      for r in rates]
+            _gap_band(gap, rates, values, bars=True)
+            gap.set_xscale("log")
+            gap.set_xlabel("learning rate")
+        else:
+            schemes = sorted({run.config.init for run in runs},
+                             key=lambda name: (name != "lecun", name != "zero_normal", name))
+            for name in schemes:
+                curve = _mean_curve(select(init=name))
+                if curve is not None:
+                    accuracy.plot(range(1, len(curve) + 1), curve, label=name)
+            accuracy.set_xlabel("epoch")
+            reference = [x.accuracy[-1] for x in _healthy(select(init="lecun"))]
+            others = [name for name in schemes if name != "lecun"]
+            values = [_gap_of(reference, [x.accuracy[-1] for x in _healthy(select(init=name))])
+                      for name in others]
+            _gap_band(gap, range(len(others)), values, bars=True)
+            gap.set_xticks(range(len(others)), others, fontsize=7)
+            gap.set_xlabel("kernel scheme (biases N(0, 1))")
+        accuracy.set_ylabel("test accuracy (mean over seeds)" if kind != "lr"
+                            else "final test accuracy")
+        accuracy.legend(fontsize=7)
+        accuracy.grid(alpha=0.3)
+        gap.axhline(0, color="k", linewidth=0.8)
+        gap.set_ylabel("lecun - scheme, final test accuracy" if kind != "epochs"
+                       else "lecun - zero_normal, test accuracy")
+        gap.grid(alpha=0.3)
+    return os.path.basename(path)
+
+
+def _finite_interval(values):
+    from kzero.report import confidence_interval
+
+    mean, half = confidence_interval(values)
+    return mean, half if math.isfinite(half) else 0.0
+
+
+def _gap_band(axis, xs, gaps, bars=False):
+    """Gaps (value, half-width) against xs: error bars, or a line in a band."""
+    xs = list(xs)
+    means = np.array([g[0] for g in gaps])
+    halves = np.array([g[1] if math.isfinite(g[1]) else 0.0 for g in gaps])
+    if bars:
+        axis.errorbar(xs, means, yerr=halves, marker="o", capsize=3, linestyle="none")
+    else:
+        axis.plot(xs, means)
+        axis.fill_between(xs, means - halves, means + halves, alpha=0.25)
 
 
 SECTIONS = {"beyond_bias_scale": _bias_scale, "beyond_depth": _depth,

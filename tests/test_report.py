@@ -359,3 +359,6 @@ def test_the_gap_studies_say_what_moves_the_gap(tmp_path):
     assert ("- At learning rate 0.0001 the gap moves, against the paper's 0.001, by "
             "-0.0100 ± 0.0050, beyond seed noise, leaving +0.0000 ± 0.0035 (within seed noise "
             "of none).") in section
+    # The study's figure: accuracy and gap against the learning rate, linked.
+    assert "![beyond_gap_lr_mnist](beyond_gap_lr_mnist.png)" in section
+    assert read_png(tmp_path / "out" / "beyond_gap_lr_mnist.png").shape[:2] == (440, 1100)
