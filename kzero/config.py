@@ -103,7 +103,9 @@ class RunConfig:
         experiment, models, inits, bias_scales, depths, learning_rates (a
         variant per rate, named `_lr<rate>`; none: `learning_rate` alone),
         runs, base_seed,
-        parallel_runs, output_dir, overwrite, shard; and extensions, the
+        parallel_runs (R runs of one architecture per group, or "auto": the
+        size measured fastest here, `kzero.group_size`), output_dir,
+        overwrite, shard; and extensions, the
         Python modules the runner imported first (they register datasets,
         models, schemes or optimizers).
 
@@ -156,7 +158,7 @@ class RunConfig:
     learning_rates: tuple = ()
     runs: int = 5
     base_seed: Optional[int] = None
-    parallel_runs: int = 1
+    parallel_runs: int | str = "auto"
     output_dir: str = "runs"
     overwrite: bool = False
     shard: Optional[str] = None
@@ -186,6 +188,9 @@ class RunConfig:
         object.__setattr__(self, "depths", tuple(_whole_number("depths", d) for d in self.depths))
         object.__setattr__(self, "learning_rates", tuple(
             _positive_number("learning_rates", r) for r in self.learning_rates))
+        if self.parallel_runs != "auto":  # a flag's "3", or 3
+            object.__setattr__(self, "parallel_runs", _whole_number_or(
+                "parallel_runs", self.parallel_runs, "auto"))
         self._apply_protocol()
         self._check_values()
         if _CHECK_NAMES.get():
@@ -208,7 +213,7 @@ class RunConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("jit_compile", self.jit_compile, JIT_COMPILE)
         _one_of("distribution", self.distribution, DISTRIBUTIONS)
-        for name in ("epochs", "runs", "batch_size", "parallel_runs"):
+        for name in ("epochs", "runs", "batch_size"):
             _integer(name, getattr(self, name), minimum=1)
         for name in ("grad_first_steps", "grad_every", "seed"):
             _integer(name, getattr(self, name), minimum=0)
@@ -224,7 +229,7 @@ class RunConfig:
         _one_of("bn_statistics", self.bn_statistics, BN_STATISTICS)
         _one_of("normalization_std", self.normalization_std, NORMALIZATION_STDS)
         _one_of("crop_fill", self.crop_fill, CROP_FILLS)
-        if self.holdout and self.parallel_runs > 1:
+        if self.holdout and self.groups_asked:
             raise ConfigError("parallel_runs", self.parallel_runs,
                               f"a parallel group does not evaluate a hold-out (holdout="
                               f"{self.holdout}); use --parallel_runs=1")
@@ -232,7 +237,7 @@ class RunConfig:
         if self.weight_decay is not None and not (
                 isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError("weight_decay", self.weight_decay, "must be 0 or more")
-        if self.parallel_runs > 1 and self.distribution != "none":
+        if self.groups_asked and self.distribution != "none":
             raise ConfigError("parallel_runs", self.parallel_runs,
                               f"not with distribution={self.distribution}; choose one")
         if self.shard is not None:
@@ -283,6 +288,11 @@ class RunConfig:
         except ValueError as e:
             raise ConfigError("normalization_std", self.normalization_std,
                               f"{e}; use --normalization_std=dataset") from None
+
+    @property
+    def groups_asked(self):
+        """Whether `parallel_runs` asks for groups by number (auto decides)."""
+        return self.parallel_runs not in (1, "auto")
 
     def shard_index(self):
         """(i, n) from `shard` "i/n"; (0, 1) without one."""
@@ -416,6 +426,19 @@ def _whole_number(field, value):
         number = None
     if number is None or number < 1:
         raise ConfigError(field, value, "must be whole numbers of at least 1")
+    return number
+
+
+def _whole_number_or(field, value, word):
+    """An integer of at least 1 from an int or its string; else `word`'s error."""
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None:
+        raise ConfigError(field, value, f"must be a whole number of at least 1, or {word}")
+    if number < 1:
+        raise ConfigError(field, value, f"must be at least 1, or {word}")
     return number
 
 

@@ -149,77 +149,104 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
     labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"
               for i, run in enumerate(runs, start=1)}
     progress = GridProgress(runs, _say)
-    if grid.parallel_runs > 1:
+    if grid.parallel_runs == 1:
+        for run in runs:
+            _train_alone(run, labels, arrays, root, verbose, stop_request, progress)
+    else:
         _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progress)
-        return runs
-    for run in runs:
-        workdir = os.path.join(root, run.variant, f"seed_{run.seed}")
-        if stop_request.is_set():
-            raise KeyboardInterrupt
-        os.makedirs(os.path.dirname(workdir), exist_ok=True)
-        with _run_lock(workdir) as locked:
-            if not locked:
-                _say(f"{labels[id(run)]}: being trained by another process, skipped")
-                continue
-            _train_one(labels[id(run)], workdir, arrays, run, verbose, stop_request, progress)
-        progress.run_finished(run)
     return runs
+
+
+def _workdir(root, run):
+    return os.path.join(root, run.variant, f"seed_{run.seed}")
+
+
+def _train_alone(run, labels, arrays, root, verbose, stop_request, progress):
+    workdir = _workdir(root, run)
+    if stop_request.is_set():
+        raise KeyboardInterrupt
+    os.makedirs(os.path.dirname(workdir), exist_ok=True)
+    with _run_lock(workdir) as locked:
+        if not locked:
+            _say(f"{labels[id(run)]}: being trained by another process, skipped")
+        else:
+            _train_one(labels[id(run)], workdir, arrays, run, verbose, stop_request, progress)
+    progress.run_finished(run)
 
 
 def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progress):
     """--parallel_runs: the unfinished runs that share an architecture (all
     but their init scheme, bias scale and seed), R at a time, across the
-    grid's variants."""
-    from kzero.parallel import group_key, train_parallel
+    grid's variants; R measured per architecture under auto. A run with a
+    checkpoint of its own, from a run-by-run attempt, resumes alone."""
+    from kzero.group_size import choose_group_size
+    from kzero.parallel import group_key
 
-    size = grid.parallel_runs
-    _say(f"kzero: --parallel_runs={size}: up to {size} runs per model")
-    workdirs = {id(run): os.path.join(root, run.variant, f"seed_{run.seed}") for run in runs}
-    families = {}
+    if grid.parallel_runs != "auto":
+        _say(f"kzero: --parallel_runs={grid.parallel_runs}: up to {grid.parallel_runs} runs "
+             "per model")
+    workdirs = {id(run): _workdir(root, run) for run in runs}
+    families, todo = {}, {}
     for run in runs:
         os.makedirs(os.path.dirname(workdirs[id(run)]), exist_ok=True)
+        families.setdefault(group_key(run), []).append(run)
         if _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
             progress.run_finished(run)
         else:
-            families.setdefault(group_key(run), []).append(run)
-    for todo in families.values():
-        for start in range(0, len(todo), size):
+            todo.setdefault(group_key(run), []).append(run)
+    for key, family_todo in todo.items():
+        size = grid.parallel_runs
+        if size == "auto":
+            size = choose_group_size(families[key], arrays, root, _say)
+        alone = [run for run in family_todo if size == 1 or (
+            not run.overwrite and os.path.exists(os.path.join(workdirs[id(run)], CHECKPOINT)))]
+        for run in alone:
+            _train_alone(run, labels, arrays, root, verbose, stop_request, progress)
+        together = [run for run in family_todo if all(run is not other for other in alone)]
+        for start in range(0, len(together), size):
             if stop_request.is_set():
                 raise KeyboardInterrupt
-            with contextlib.ExitStack() as locks:
-                group = []
-                for run in todo[start:start + size]:
-                    if not locks.enter_context(_run_lock(workdirs[id(run)])):
-                        _say(f"{labels[id(run)]}: being trained by another process, skipped")
-                    # Another runner may have finished it since the list was made.
-                    elif not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
-                        group.append(run)
-                    else:
-                        progress.run_finished(run)
-                if not group:
-                    continue
-                members = tuple(f"{run.variant}/seed_{run.seed}" for run in group)
-                configs = [run.replace(parallel_group=members) for run in group]
-                dirs = [workdirs[id(run)] for run in group]
-                resumable = _group_resumable(dirs, members) and not grid.overwrite
-                for run in group:
-                    if not resumable:
-                        _say(f"{labels[id(run)]}: training (group of {len(group)})")
-                        # Nothing of an earlier attempt, or of another group, stays.
-                        shutil.rmtree(workdirs[id(run)], ignore_errors=True)
+            _train_group(together[start:start + size], labels, workdirs, arrays, grid, verbose,
+                         stop_request, progress)
 
-                def log(text, group=group):
-                    for run in group:
-                        _say(f"{labels[id(run)]}: {text}")
 
-                summaries = train_parallel(configs, dirs, arrays, verbose, stop_request,
-                                           callbacks=[progress.callback(group)], log=log)
-                for run, summary in zip(group, summaries):
-                    progress.run_finished(run)
-                    _say(f"{labels[id(run)]}: {summary['status']} after "
-                         f"{summary['epochs_completed']} epochs, test accuracy "
-                         f"{_accuracy(summary['final_test_accuracy'])} in "
-                         f"{summary['wall_seconds']:.1f} s (group of {len(group)})")
+def _train_group(candidates, labels, workdirs, arrays, grid, verbose, stop_request, progress):
+    from kzero.parallel import train_parallel
+
+    with contextlib.ExitStack() as locks:
+        group = []
+        for run in candidates:
+            if not locks.enter_context(_run_lock(workdirs[id(run)])):
+                _say(f"{labels[id(run)]}: being trained by another process, skipped")
+            # Another runner may have finished it since the list was made.
+            elif not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
+                group.append(run)
+            else:
+                progress.run_finished(run)
+        if not group:
+            return
+        members = tuple(f"{run.variant}/seed_{run.seed}" for run in group)
+        configs = [run.replace(parallel_group=members) for run in group]
+        dirs = [workdirs[id(run)] for run in group]
+        resumable = _group_resumable(dirs, members) and not grid.overwrite
+        for run in group:
+            if not resumable:
+                _say(f"{labels[id(run)]}: training (group of {len(group)})")
+                # Nothing of an earlier attempt, or of another group, stays.
+                shutil.rmtree(workdirs[id(run)], ignore_errors=True)
+
+        def log(text, group=group):
+            for run in group:
+                _say(f"{labels[id(run)]}: {text}")
+
+        summaries = train_parallel(configs, dirs, arrays, verbose, stop_request,
+                                   callbacks=[progress.callback(group)], log=log)
+        for run, summary in zip(group, summaries):
+            progress.run_finished(run)
+            _say(f"{labels[id(run)]}: {summary['status']} after "
+                 f"{summary['epochs_completed']} epochs, test accuracy "
+                 f"{_accuracy(summary['final_test_accuracy'])} in "
+                 f"{summary['wall_seconds']:.1f} s (group of {len(group)})")
 
 
 def _group_resumable(workdirs, members):
