@@ -5,8 +5,11 @@
 
 Takes every flag of `python -m kzero.run` (a flagfile included) and trains the
 grid twice into temporary directories, diagnostics on as the flags say: run
-by run (`--parallel_runs=1`), and in groups of `--group_size` runs (default:
-all the runs of one architecture). It prints the grid's run-epochs per second
+by run (`--parallel_runs=1`), and in groups of `--group_size` runs: by
+default `auto`, the runner's default, which measures the group sizes and
+takes the fastest (here whatever the grid's size: its timing is part of the
+grouped wall time, and what it measured is in `auto_choice`); 0: all the runs
+of one architecture. It prints the grid's run-epochs per second
 both ways, their ratio, and the arithmetic the grid did per second of wall
 time (training ~3x the forward pass, the test split's forward pass after
 every epoch) against a matmul peak measured here in the same precision: how
@@ -28,8 +31,8 @@ from absl import flags  # noqa: E402
 
 import kzero.run as kzero_run  # noqa: E402  defines the runner's flags
 
-flags.DEFINE_integer("group_size", 0, "Runs per group of the grouped pass; 0: all the runs of "
-                     "one architecture.")
+flags.DEFINE_string("group_size", "auto", "Runs per group of the grouped pass: auto (the "
+                    "runner's default, measured), 0 (all the runs of one architecture) or R.")
 FLAGS = flags.FLAGS
 
 
@@ -91,7 +94,13 @@ def main(argv):
     families = {}
     for run in runs:
         families.setdefault(group_key(run), []).append(run)
-    group_size = FLAGS.group_size or max(len(members) for members in families.values())
+    if FLAGS.group_size == "auto":
+        import kzero.group_size
+
+        kzero.group_size.MIN_RUN_STEPS = 0  # a benchmark's grid is small on purpose
+        group_size = "auto"
+    else:
+        group_size = int(FLAGS.group_size) or max(len(members) for members in families.values())
     flops_per_epoch = 0
     for run in runs:
         model = build_run_model(run)
@@ -110,6 +119,12 @@ def main(argv):
             result[f"{name}_wall_s"] = round(wall, 2)
             result[f"{name}_run_epochs_per_s"] = round(run_epochs / wall, 4)
             result[f"{name}_gflop_per_s"] = round(run_epochs * flops / wall / 1e9, 2)
+            choices = os.path.join(tmp, name, grid.experiment_name, "parallel_runs.json")
+            if size == "auto" and os.path.exists(choices):
+                with open(choices) as f:
+                    result["auto_choice"] = [{"size": c["size"], "runs": len(c["runs"]),
+                                              "run_steps_per_s": c["run_steps_per_s"]}
+                                             for c in json.load(f).values()]
     result["grouped_over_single"] = round(result["grouped_run_epochs_per_s"]
                                           / result["single_run_epochs_per_s"], 3)
     result["matmul_peak_gflop_per_s"] = round(matmul_peak(grid.precision), 1)
