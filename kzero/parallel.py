@@ -22,6 +22,7 @@ does from its own checkpoint.
 import dataclasses
 import math
 import os
+import sys
 import time
 
 import keras
@@ -111,6 +112,44 @@ class _ReplicaMetrics(EpochMetricsLogger):
             key = self.find(logs, metric, validation)
             own[column] = logs[key] if key is not None else math.nan
         super().on_epoch_end(epoch, own)
+
+
+class _GroupEpochLine(keras.callbacks.Callback):
+    """What a group prints in place of Keras' line of every replica's
+    metrics, which runs to thousands of characters: after each epoch, the
+    spread of its runs' test accuracy, read from their loggers."""
+
+    def __init__(self, loggers, epochs, print_line=print):
+        super().__init__()
+        self.loggers, self.epochs, self.print_line = loggers, epochs, print_line
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracies = [float(logger.rows[-1]["test_accuracy"]) for logger in self.loggers
+                      if logger.rows and logger.rows[-1]["epoch"] == epoch + 1]
+        finite = [a for a in accuracies if math.isfinite(a)]
+        spread = (f"test accuracy {min(finite):.4f} to {max(finite):.4f}, mean "
+                  f"{sum(finite) / len(finite):.4f}, over {len(finite)} runs" if finite
+                  else "no finite test accuracy")
+        self.print_line(f"epoch {epoch + 1}/{self.epochs} - "
+                        f"{time.perf_counter() - self._start:.0f}s - {spread}", flush=True)
+
+
+class _GroupProgressBar(_GroupEpochLine):
+    """On a terminal, also a bar of the epoch's steps and the summed loss."""
+
+    def __init__(self, loggers, epochs, steps):
+        super().__init__(loggers, epochs)
+        self.steps = steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._bar = keras.utils.Progbar(self.steps, stateful_metrics=["summed loss"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._bar.update(batch + 1, [("summed loss", float((logs or {}).get("loss", math.nan)))])
 
 
 def _check_one_architecture(configs):
@@ -204,13 +243,20 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
         recorders += own
     extra_callbacks = callbacks
     callbacks = [*sessions, *loggers, *recorders, Checkpointer(checkpoint), *extra_callbacks]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose == 1:
+        callbacks.insert(len(loggers) + len(sessions),
+                         _GroupProgressBar(loggers, configs[0].epochs, steps_per_epoch))
+    elif verbose:
+        callbacks.insert(len(loggers) + len(sessions), _GroupEpochLine(loggers, configs[0].epochs))
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()
     try:
         group.fit(train_data, validation_data=test_data, epochs=configs[0].epochs,
                   initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+                  callbacks=callbacks, verbose=0, shuffle=False)
     finally:
         for callback in [*sessions, *loggers, *recorders]:
             callback.close()

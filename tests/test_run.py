@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -449,7 +450,7 @@ def test_jit_compile_either_way_trains_to_the_same_metrics(tmp_path, mnist):
                                    [float(r[column]) for r in rows[0]], rtol=1e-4, atol=1e-5)
 
 
-def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
+def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
     # 2,000 examples end in a partial batch of 80, as MNIST and CIFAR-10 do:
     # Keras' per-output losses under tensorflow weigh it like a whole batch.
     common = ["--dataset=mnist", "--model=fnn", "--inits=lecun,zero_normal", "--runs=2",
@@ -458,9 +459,19 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir):
     # The device pipeline's batches are the numpy pipeline's: the results stay equal.
     # Groups span the grid's variants: lecun's two seeds and zero_normal's first train
     # as one model.
+    capsys.readouterr()
     run_cli(*common, "--parallel_runs=3", "--pipeline=device",
             f"--output_dir={tmp_path / 'together'}")
+    output = capsys.readouterr().out
     first = ["fnn_lecun/seed_0", "fnn_lecun/seed_1", "fnn_zero_normal_x1/seed_0"]
+    # A group's console line per epoch: its runs' test accuracy, read back
+    # from their metrics.csv, in place of Keras' line of every replica's metrics.
+    finals = [float(read_csv(tmp_path / "together" / "mnist_fnn" / run / "metrics.csv")[0][
+        "test_accuracy"]) for run in first]
+    assert re.search(rf"^epoch 1/2 - \d+s - test accuracy {min(finals):.4f} to "
+                     rf"{max(finals):.4f}, mean {sum(finals) / 3:.4f}, over 3 runs$",
+                     output, re.MULTILINE), output
+    assert max(len(line) for line in output.splitlines()) < 200
     for run, group in [(name, first) for name in first] + [
             ("fnn_zero_normal_x1/seed_1", ["fnn_zero_normal_x1/seed_1"])]:
         alone, together = (tmp_path / where / "mnist_fnn" / run for where in ("alone", "together"))
