@@ -13,6 +13,7 @@ The choice is kept in `<experiment>/parallel_runs.json`, so that a rerun of
 the same grid forms the same groups and resumes them.
 """
 
+import fcntl
 import gc
 import hashlib
 import math
@@ -54,7 +55,7 @@ def candidate_sizes(count):
 
 
 def family_id(key):
-    """A short stable name of a family's `group_key`."""
+    """A short stable name of a family (its `group_key` and its runs)."""
     return hashlib.sha1(repr(key).encode()).hexdigest()[:12]
 
 
@@ -144,30 +145,39 @@ def choose_group_size(family, arrays, root, say, measure=measure_run_steps_per_s
     of them, finished or not, in grid order): kept from an earlier choice in
     `<root>/parallel_runs.json`, else measured (and kept there). `say` gets
     one line on what was measured and chosen."""
-    from kzero.parallel import group_key
-
     first = family[0]
     if len(family) == 1 or first.holdout or first.distribution != "none":
         return 1  # a group evaluates no hold-out and is not distributed
     steps = count_steps(arrays, first.batch_size, first.max_examples)
     if len(family) * first.epochs * steps < MIN_RUN_STEPS:
         return 1
+    os.makedirs(root, exist_ok=True)
+    # One runner times at a time (two at once would slow each other's steps),
+    # and a second runner of the grid, or another shard, then reads the choice.
+    with open(os.path.join(root, f".{CHOICES_FILE}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _choose(family, arrays, root, say, measure)
+
+
+def _choose(family, arrays, root, say, measure):
+    from kzero.parallel import group_key
+
+    first = family[0]
     path = os.path.join(root, CHOICES_FILE)
     choices = read_json(path) if os.path.exists(path) else {}
-    name = family_id(group_key(first))
     members = [f"{run.variant}/seed_{run.seed}" for run in family]
+    # A shard's family is its own part of the grid's.
+    name = family_id((group_key(first), tuple(members)))
     kept = choices.get(name)
-    if kept and kept.get("runs") == members:
+    if kept:
         say(f"kzero: --parallel_runs=auto: groups of {kept['size']} for {members[0]} and its "
             f"family, as chosen before ({path})")
         return kept["size"]
 
-    from kzero.parallel import _build_group
+    from kzero.train import build_run_model
 
-    probe_model = _build_group(family[:1])[0]
     budget = free_memory_bytes()
-    per_replica = replica_bytes(probe_model, first.batch_size)
-    del probe_model
+    per_replica = replica_bytes(build_run_model(first), first.batch_size)
     measured, best, stopped = {}, 1, ""
     for size in candidate_sizes(len(family)):
         if budget is not None and size * per_replica > MEMORY_FRACTION * budget:
@@ -189,6 +199,5 @@ def choose_group_size(family, arrays, root, say, measure=measure_run_steps_per_s
     choices[name] = {"runs": members, "size": best, "backend": keras.backend.backend(),
                      "run_steps_per_s": {str(size): round(rate, 2)
                                          for size, rate in measured.items()}}
-    os.makedirs(root, exist_ok=True)
     write_json(path, choices)
     return best

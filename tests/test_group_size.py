@@ -50,6 +50,12 @@ def test_auto_takes_the_fastest_size_and_a_rerun_keeps_it(tmp_path, mnist):
     assert choose_group_size(runs, mnist, str(tmp_path), lines.append,
                              measure=unmeasurable) == 4
     assert "as chosen before" in lines[0]
+    # Two shards of the grid (other runs, same architecture) choose apart.
+    for shard in (runs[::2], runs[1::2]):
+        assert choose_group_size(shard, mnist, str(tmp_path), lines.append,
+                                 measure=rates({1: 100.0, 2: 102.0})) == 1
+    assert sorted(entry["size"] for entry in read_json(tmp_path / CHOICES_FILE).values()) == [
+        1, 1, 4]
 
 
 def test_auto_keeps_single_runs_where_groups_are_slower_or_the_grid_is_small(tmp_path, mnist):
@@ -65,10 +71,13 @@ def test_auto_keeps_single_runs_where_groups_are_slower_or_the_grid_is_small(tmp
 
 
 def test_auto_stops_where_the_group_would_not_fit_in_memory(tmp_path, mnist, monkeypatch):
-    from kzero.parallel import _build_group
+    from kzero.train import build_run_model
 
     lines = []
-    per_replica = group_size.replica_bytes(_build_group(family()[:1])[0], 128)
+    per_replica = group_size.replica_bytes(build_run_model(family()[0]), 128)
+    # The MNIST FNN: 397,510 parameters; per example the images (784), their
+    # flattening (784), dense1 (500) and the logits (10).
+    assert per_replica == 4 * (4 * 397_510 + 3 * 128 * (784 + 784 + 500 + 10))
     # Half of the free memory holds 2 replicas, not 4.
     monkeypatch.setattr(group_size, "free_memory_bytes", lambda: 5 * per_replica)
     assert choose_group_size(family(), mnist, str(tmp_path), lines.append,
