@@ -353,10 +353,11 @@ class ActivationRecorder(_ScheduledRecorder):
     batch, in inference mode, at the gradient recorder's schedule as given:
     before update step s for s = 1..`first_steps` and then every `every`
     steps (not stretched to K+1 steps as gradients are for awakening: a deep
-    conv model's forward statistics are costly, and need no such steps). Per layer, the distribution of its
-    pre-activations (x @ kernel + bias) and of its activations (the layer's
-    output), as TensorBoard histograms `activations/<layer>/pre_activation`
-    and `activations/<layer>/activation` and a row of `activations.csv`:
+    conv model's forward statistics are costly, and need no such steps). Per
+    layer, the distribution of its pre-activations (x @ kernel + bias) and of
+    its activations (the layer's output), as TensorBoard histograms
+    `activations/<layer>/pre_activation` and `activations/<layer>/activation`
+    and a row of `activations.csv`:
     mean, std and max |x| of each, and the fraction of pre-activations below
     -5, where ELU saturates. This is what the paper's guess about large bias
     scales, "an over amplification of the input signals during the forward
