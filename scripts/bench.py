@@ -17,6 +17,8 @@ the ResNet's augmentation for `--model=resnet50`): the model must not outrun it.
 
 `--against=no_recording` times kzero with and without its diagnostics
 (gradient and activation recording, the symmetry monitor): what recording costs.
+`--against=no_activations` leaves out only the activation recording: what the
+forward statistics cost.
 
 `--against=keras_fit` times kzero against Keras' own `model.fit` on the same
 compiled model, with the splits as in-memory arrays, no callbacks and no
@@ -50,8 +52,13 @@ flags.DEFINE_enum("pipeline", "auto", ["auto", "tf", "numpy", "device"],
                   "kzero's input pipeline.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "kzero's jit_compile (the reference loops are fixed).")
-flags.DEFINE_enum("against", "reference", ["reference", "no_recording", "keras_fit"],
-                  "What to compare with.")
+flags.DEFINE_enum("against", "reference", ["reference", "no_recording", "no_activations",
+                                          "keras_fit"], "What to compare with.")
+
+# What kzero's own comparisons turn off.
+WITHOUT = {"no_recording": dict(record_gradients=False, record_symmetry=False,
+                                record_activations=False),
+           "no_activations": dict(record_activations=False)}
 flags.DEFINE_integer("epochs", 4, "Epochs per measurement; the first is not counted.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("max_examples", None, "First N examples of each split.")
@@ -329,12 +336,11 @@ def main(argv):
             else:
                 kzero, accuracy = kzero_epoch_times(arrays, os.path.join(tmp, f"r{repeat}"))
                 times["other"].append(kzero_epoch_times(
-                    arrays, os.path.join(tmp, f"p{repeat}"), record_gradients=False,
-                    record_symmetry=False, record_activations=False)[0])
+                    arrays, os.path.join(tmp, f"p{repeat}"), **WITHOUT[FLAGS.against])[0])
             times["kzero"].append(kzero)
             result["kzero_final_test_accuracy"] = round(accuracy, 4)
     kzero, other = summarize(times["kzero"]), summarize(times["other"])
-    name = {"no_recording": "plain"}.get(FLAGS.against, FLAGS.against)
+    name = "plain" if FLAGS.against in WITHOUT else FLAGS.against
     result.update({
         "kzero_epoch_s": round(kzero["min"], 4), f"{name}_epoch_s": round(other["min"], 4),
         "kzero_epoch_median_s": round(kzero["median"], 4),
