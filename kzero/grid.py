@@ -179,10 +179,10 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
     but their init scheme, bias scale and seed), R at a time, across the
     grid's variants; R measured per architecture under auto. A run with a
     checkpoint of its own, from a run-by-run attempt, resumes alone."""
-    from kzero.group_size import choose_group_size
+    from kzero.group_size import AUTO, choose_group_size
     from kzero.parallel import group_key
 
-    if grid.parallel_runs != "auto":
+    if grid.parallel_runs != AUTO:
         _say(f"kzero: --parallel_runs={grid.parallel_runs}: up to {grid.parallel_runs} runs "
              "per model")
     workdirs = {id(run): _workdir(root, run) for run in runs}
@@ -196,13 +196,14 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
             todo.setdefault(group_key(run), []).append(run)
     for key, family_todo in todo.items():
         size = grid.parallel_runs
-        if size == "auto":
+        if size == AUTO:
             size = choose_group_size(families[key], arrays, root, _say)
         alone = [run for run in family_todo if size == 1 or (
             not run.overwrite and os.path.exists(os.path.join(workdirs[id(run)], CHECKPOINT)))]
         for run in alone:
             _train_alone(run, labels, arrays, root, verbose, stop_request, progress)
-        together = [run for run in family_todo if all(run is not other for other in alone)]
+        alone_ids = {id(run) for run in alone}
+        together = [run for run in family_todo if id(run) not in alone_ids]
         for start in range(0, len(together), size):
             if stop_request.is_set():
                 raise KeyboardInterrupt
