@@ -102,6 +102,7 @@ class RunConfig:
     The grid (what the command line asked for; `kzero.grid` expands it):
         experiment, models, inits, bias_scales, depths, learning_rates (a
         variant per rate, named `_lr<rate>`; none: `learning_rate` alone),
+        precisions (a variant per precision; none: `precision` alone),
         runs, base_seed,
         parallel_runs (R runs of one architecture per group, or "auto": the
         size measured fastest here, `kzero.group_size`), output_dir,
@@ -156,6 +157,7 @@ class RunConfig:
     bias_scales: tuple = (1.0,)
     depths: tuple = ()
     learning_rates: tuple = ()
+    precisions: tuple = ()
     runs: int = 5
     base_seed: Optional[int] = None
     parallel_runs: int | str = "auto"
@@ -175,7 +177,7 @@ class RunConfig:
 
     def __post_init__(self):
         for name in ("models", "inits", "bias_scales", "depths", "learning_rates",
-                     "parallel_group", "extensions"):
+                     "precisions", "parallel_group", "extensions"):
             value = getattr(self, name)
             if isinstance(value, (list, str)):
                 value = (value,) if isinstance(value, str) else tuple(value)
@@ -211,6 +213,8 @@ class RunConfig:
     def _check_values(self):
         _one_of("pipeline", self.pipeline, PIPELINES)
         _one_of("precision", self.precision, PRECISIONS)
+        for precision in self.precisions:
+            _one_of("precisions", precision, PRECISIONS)
         _one_of("jit_compile", self.jit_compile, JIT_COMPILE)
         _one_of("distribution", self.distribution, DISTRIBUTIONS)
         for name in ("epochs", "runs", "batch_size"):
@@ -337,14 +341,22 @@ class RunConfig:
     @property
     def protocol_departures(self):
         """The settings that depart from the protocol's, one short name each,
-        e.g. ["holdout7000", "fixed_order"]."""
+        e.g. ["holdout7000", "fixed_order"], then the precision where it is not
+        float32, e.g. "mixed_bfloat16"."""
         from kzero.protocols import PROTOCOLS
 
         names = {"holdout": "holdout{}", "order": "{}_order", "bn_statistics": "bn_{}",
                  "normalization_std": "{}_std", "crop_fill": "{}_crop"}
-        return [names[name].format(getattr(self, name))
-                for name, default in PROTOCOLS.get(self.protocol).settings().items()
-                if getattr(self, name) != default]
+        departures = [names[name].format(getattr(self, name))
+                      for name, default in PROTOCOLS.get(self.protocol).settings().items()
+                      if getattr(self, name) != default]
+        # The paper trained in float32 under either protocol. Naming the
+        # precision keeps a 16-bit run out of its float32 twin's directory
+        # (where it would be skipped as finished), and lets the report set
+        # the two side by side as it does protocols.
+        if self.precision != "float32":
+            departures.append(self.precision)
+        return departures
 
     @property
     def protocol_suffix(self):

@@ -38,9 +38,9 @@ STOP_REQUEST = threading.Event()
 
 def expand(grid):
     """The runs of `grid` (a `RunConfig` whose `models`, `depths`, `inits`,
-    `bias_scales`, `learning_rates`, `runs` and `base_seed` describe it), in
-    order, as `RunConfig`s with their own `model`, `depth`, `width`, `init`,
-    `bias_scale`, `learning_rate` and `seed`. A scheme that ignores the bias scale gets one
+    `bias_scales`, `learning_rates`, `precisions`, `runs` and `base_seed`
+    describe it), in order, as `RunConfig`s with their own `model`, `depth`,
+    `width`, `init`, `bias_scale`, `learning_rate`, `precision` and `seed`. A scheme that ignores the bias scale gets one
     variant, with bias_scale None; a model that takes no depth or width gets
     None for them, one that does its default where the grid gives none."""
     base_seed = grid.seed if grid.base_seed is None else grid.base_seed
@@ -52,12 +52,14 @@ def expand(grid):
         return [(depth, width) for depth in depths]
 
     return [grid.replace(model=model, depth=depth, width=width, init=init, bias_scale=scale,
-                         learning_rate=rate, seed=base_seed + k, base_seed=base_seed)
+                         learning_rate=rate, precision=precision, seed=base_seed + k,
+                         base_seed=base_seed)
             for model in grid.models
             for depth, width in shapes(model)
             for init in grid.inits
             for scale in (grid.bias_scales if get_scheme(init).uses_bias_scale else [None])
             for rate in (grid.learning_rates or (grid.learning_rate,))
+            for precision in (grid.precisions or (grid.precision,))
             for k in range(grid.runs)]
 
 

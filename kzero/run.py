@@ -85,6 +85,9 @@ flags.DEFINE_string("distribution", "none", "none, or data_parallel: split each 
                     "local devices (keras.distribution.DataParallel; jax backend only).")
 flags.DEFINE_string("precision", "float32", "float32, or mixed_bfloat16 / mixed_float16: compute "
                     "in 16 bits, keep the variables in float32 (Keras dtype policies).")
+flags.DEFINE_list("precisions", [], "Several precisions, a variant each (a precision other "
+                  "than float32 ends the variant's name, e.g. _mixed_bfloat16); overrides "
+                  "--precision.")
 flags.DEFINE_string("jit_compile", "auto", "auto (Keras' choice: XLA under jax, eager under "
                     "torch), true (XLA, or torch.compile under torch) or false.")
 flags.DEFINE_string("pipeline", "auto", "Input pipeline: tf (tf.data), numpy (no TensorFlow "

@@ -163,6 +163,10 @@ def test_an_mlp_grid_has_a_variant_per_depth_and_builds_it():
     runs = expand(RunConfig(inits=("lecun",), learning_rates=("3e-4", 0.003), runs=1))
     assert [(r.variant, r.learning_rate) for r in runs] == [("fnn_lecun_lr0.0003", 3e-4),
                                                           ("fnn_lecun_lr0.003", 3e-3)]
+    runs = expand(RunConfig(inits=("lecun",), precisions=("float32", "mixed_bfloat16"), runs=1))
+    assert [(r.variant, r.precision, r.protocol_label) for r in runs] == [
+        ("fnn_lecun", "float32", "paper_text"),
+        ("fnn_lecun_mixed_bfloat16", "mixed_bfloat16", "paper_text + mixed_bfloat16")]
     model = build_model("mnist", "mlp", depth=3, width=7)
     assert [(layer.name, layer.units) for layer in model.layers
             if isinstance(layer, keras.layers.Dense)] == [

@@ -37,7 +37,7 @@ def kzero_run(*argv, cwd=REPO, env=None, timeout=300):
 def test_help_exits_0_and_names_the_flagfiles():
     result = kzero_run("--help")
     assert result.returncode == 0, result.stderr
-    assert "mnist_cnn, mnist_cnn_scaled, mnist_fnn" in result.stdout
+    assert "mnist_cnn, mnist_cnn_precision, mnist_cnn_scaled, mnist_fnn" in result.stdout
     assert "Running experiments" in result.stdout and "--parallel_runs" in result.stdout
 
 

@@ -56,7 +56,7 @@ BEYOND = {"beyond_bias_scale": 6 * 5, "beyond_depth": 5 * 3 * 5,
 def test_there_is_one_flagfile_per_paper_experiment():
     names = {os.path.basename(p)[:-len(".flags")] for p in FLAGFILES}
     assert names == {"mnist_logreg", "mnist_fnn", "mnist_fnn_scaled", "mnist_cnn",
-                     "mnist_cnn_scaled", "mnist_zero", "cifar_logreg", "cifar_fnn",
+                     "mnist_cnn_scaled", "mnist_cnn_precision", "mnist_zero", "cifar_logreg", "cifar_fnn",
                      "cifar_cnn", "cifar_zero", "cifar_resnet50", "cifar_resnet50_paper_code",
                      *BEYOND}
     for path in FLAGFILES:
@@ -74,9 +74,11 @@ def test_there_is_one_flagfile_per_paper_experiment():
 def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
     run_cli(flagfile(name), "--epochs=1", "--runs=1", "--max_examples=256",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
-    dirs = run_dirs(tmp_path / name)
+    # The precision study writes into Figure 5's experiment.
+    dirs = run_dirs(tmp_path / {"mnist_cnn_precision": "mnist_cnn"}.get(name, name))
     expected = {"mnist_fnn_scaled": 3, "mnist_cnn_scaled": 3, "mnist_zero": 2,
-                "cifar_zero": 2, "mnist_logreg": 1, "cifar_logreg": 1}.get(name, 3)
+                "cifar_zero": 2, "mnist_logreg": 1, "cifar_logreg": 1,
+                "mnist_cnn_precision": 2}.get(name, 3)
     assert len(dirs) == expected
     for workdir in dirs:
         check_run_dir(workdir, epochs=1)
@@ -257,6 +259,7 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--output_dir=/proc/kzero"], "--output_dir=/proc/kzero: not a writable directory"),
     (["--epochs=abc"], "--epochs=abc: invalid literal for int()"),
     (["--precision=float64"], "--precision=float64: not valid; choose from float32, mixed_bf"),
+    (["--precisions=float32,fp8"], "--precisions=fp8: not valid; choose from float32, mixed_bf"),
     (["--jit_compile=yes"], "--jit_compile=yes: not valid; choose from auto, true, false"),
     (["--pipeline=gpu"], "--pipeline=gpu: not valid; choose from auto, tf, numpy, device"),
     (["--sead=1"], "Unknown command line flag 'sead'"),
@@ -301,7 +304,8 @@ def test_every_flag_is_a_config_field_with_the_same_default():
     for name in names:
         field = run.FIELD_OF_FLAG.get(name, name)
         default = flags.FLAGS[name].default
-        if field in ("models", "inits", "bias_scales", "depths", "learning_rates", "extensions"):
+        if field in ("models", "inits", "bias_scales", "depths", "learning_rates", "precisions",
+                     "extensions"):
             default = tuple(float(v) for v in default) if field in (
                 "bias_scales", "learning_rates") else tuple(default)
         expected = 0 if field == "base_seed" else getattr(defaults, field)
@@ -511,12 +515,16 @@ def test_a_group_honours_precision_optimizer_and_activation(tmp_path, data_dir):
               "--activation=tanh", f"--data_dir={data_dir}"]
     run_cli(*common, f"--output_dir={tmp_path / 'alone'}")
     run_cli(*common, "--parallel_runs=2", f"--output_dir={tmp_path / 'together'}")
+    # The defaults go where the 16-bit runs went: their float32 twins are
+    # runs of their own, not skipped as already finished.
     run_cli(*common[:8], "--parallel_runs=2", f"--data_dir={data_dir}",
-            f"--output_dir={tmp_path / 'defaults'}")
+            f"--output_dir={tmp_path / 'alone'}")
     for seed in (0, 1):
         alone, together, defaults = (
-            tmp_path / where / "mnist_fnn" / "fnn_zero_normal_x1" / f"seed_{seed}"
-            for where in ("alone", "together", "defaults"))
+            tmp_path / where / "mnist_fnn" / variant / f"seed_{seed}"
+            for where, variant in (("alone", "fnn_zero_normal_x1_mixed_bfloat16"),
+                                   ("together", "fnn_zero_normal_x1_mixed_bfloat16"),
+                                   ("alone", "fnn_zero_normal_x1")))
         rows = {d: read_csv(d / "metrics.csv") for d in (alone, together, defaults)}
         for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
             np.testing.assert_allclose([float(r[column]) for r in rows[together]],
