@@ -6,12 +6,13 @@
 # it exists, else the tests download MNIST and CIFAR-10 once into
 # ~/.cache/kzero/data ($KZERO_CACHE_DIR).
 set -euo pipefail
+# --durations names the slowest tests in the log, where CI's time limit is watched.
 cd "$(dirname "$0")/.."
 shared="$(cd .. && pwd)/shared/data"
 if [ -z "${KZERO_DATA_DIR:-}" ] && [ -f "$shared/mnist.npz" ]; then
   export KZERO_DATA_DIR="$shared"
 fi
-KERAS_BACKEND=jax python -m pytest -q "$@"
+KERAS_BACKEND=jax python -m pytest -q --durations=10 "$@"
 for backend in tensorflow torch; do
-  KERAS_BACKEND=$backend python -m pytest -q -m "not once" "$@"
+  KERAS_BACKEND=$backend python -m pytest -q --durations=10 -m "not once" "$@"
 done
