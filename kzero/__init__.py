@@ -6,6 +6,7 @@ to extend it.
 
     model = kzero.build_model("mnist", "cnn", init="zero_normal", seed=0)
     kzero.apply_scheme(my_keras_model, "zero_normal", bias_scale=1.0, seed=0)
+    kzero.check_init(my_keras_model, x, y)  # before training: what the init lets through
     model, summary = kzero.train(kzero.RunConfig(dataset="mnist", model="fnn",
                                                  init="zero_normal", bias_scale=1.0),
                                  "runs/mine")
@@ -49,6 +50,7 @@ from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # no
 from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform,  # noqa: E402
                                 NumpyNormal, NumpyUniform, Scheme, apply_scheme, get_scheme,
                                 register_scheme, small_normal_scheme)
+from kzero.initcheck import check_init, init_warning  # noqa: E402
 from kzero.layers import BatchNormalization  # noqa: E402
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
                           build_model, register_model)
@@ -59,7 +61,7 @@ from kzero.train import train  # noqa: E402
 __all__ = ["ACTIVATIONS", "BatchNormalization", "ConfigError", "DATASETS", "DataError",
            "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec",
            "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform", "OPTIMIZERS", "PROTOCOLS",
-           "Protocol", "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model",
-           "get_dataset", "get_scheme", "initializers", "layers", "load_dataset",
+           "Protocol", "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model", "check_init",
+           "get_dataset", "get_scheme", "init_warning", "initializers", "layers", "load_dataset",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",
            "register_scheme", "small_normal_scheme", "train"]

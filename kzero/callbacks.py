@@ -24,11 +24,12 @@ import keras
 import numpy as np
 
 from kzero.gradients import gradient_function
+from kzero.initcheck import StageProbe
 from kzero.io import write_csv
 from kzero.records import HOLDOUT_COLUMNS, METRICS_COLUMNS, is_diverged, read_rows
 
 __all__ = ["ACTIVATION_COLUMNS", "ActivationRecorder", "Checkpointer", "EpochMetricsLogger",
-           "GradientRecorder", "HParamsLogger", "HoldoutEvaluator",
+           "GradientRecorder", "HParamsLogger", "HoldoutEvaluator", "StageRecorder", "StepLossLogger",
            "StopOnRequest", "SymmetryMonitor", "distinct_units", "dead_fraction",
            "gradient_statistics"]
 
@@ -391,6 +392,69 @@ class ActivationRecorder(_ScheduledRecorder):
                 finite = values[np.isfinite(values)].astype(np.float32)
                 if finite.size:
                     self.events.histogram(f"activations/{layer.name}/{name}", finite, step)
+
+
+STAGE_COLUMNS = ["step", "stage", "input_dependence", "rms"]
+
+
+class StageRecorder(_ScheduledRecorder):
+    """Records how much each stage's output depends on the input
+    (`kzero.initcheck.input_dependence`: 0 when every example gives the same
+    output), and its root mean square, on a fixed probe batch in training
+    mode, at the gradient recorder's schedule as given: rows of `stages.csv`
+    and TensorBoard scalars `stages/input_dependence/<stage>`. Whether a
+    zero-weight network's output ever comes to depend on its input is what
+    its random biases are meant to make possible.
+
+    Args: as `ActivationRecorder`'s, and `stages`: the stage layers' names
+    (a `ModelSpec.stages`; see `kzero.initcheck.stage_layers`).
+    """
+
+    COLUMNS = STAGE_COLUMNS
+
+    def __init__(self, filename, probe, log_dir=None, first_steps=DEFAULT_GRAD_FIRST_STEPS,
+                 every=DEFAULT_GRAD_EVERY, initial_step=0, model=None, stages=()):
+        super().__init__(filename, log_dir, first_steps, every, initial_step, model)
+        self.probe = probe[0]
+        self.stages = stages
+
+    def on_train_begin(self, logs=None):
+        self._probe = StageProbe(self.subject, self.stages)
+
+    def record(self, step):
+        for stage, values in self._probe(self.probe).items():
+            self.rows.append({"step": step, "stage": stage, **values})
+            self.events.scalar(f"stages/input_dependence/{stage}", values["input_dependence"],
+                               step)
+
+
+class StepLossLogger(keras.callbacks.Callback):
+    """Writes each update step's training loss to a CSV (`steps.csv`: step,
+    loss) after every epoch: the first-steps census. Keras logs the mean loss
+    of the epoch so far; the step's own is recovered from two successive
+    means. Its batch-end hook makes Keras wait for every step, so the runner
+    adds it only to runs of a few steps (`--max_steps`)."""
+
+    def __init__(self, filename):
+        super().__init__()
+        self.path = filename
+        self.rows = []
+        self._mean = 0.0
+        self._step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._mean, self._batches = 0.0, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float((logs or {}).get("loss", math.nan))
+        self._batches += 1
+        self._step += 1
+        loss = self._batches * mean - (self._batches - 1) * self._mean
+        self._mean = mean
+        self.rows.append({"step": self._step, "loss": loss})
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_csv(self.path, ["step", "loss"], self.rows)
 
 
 class HParamsLogger(_RecordingCallback):

@@ -75,13 +75,21 @@ class RunConfig:
         weight_decay: the optimizer's weight decay; None: its default (0,
             or PyTorch's 0.01 for adamw).
         max_examples: use only the first N examples of each split.
+        max_steps: train only the first N update steps (of one epoch; the
+            first-steps census), then evaluate; None: whole epochs.
+        bn_epsilon: what the batch norms add to the variance; None:
+            PyTorch's 1e-5, as in the paper's code.
+        bn_exact_mean: the batch norms centre a channel that is constant over
+            the batch exactly, where the plain mean leaves rounding error
+            (`kzero.layers.BatchNormalization`).
         pipeline: one of `PIPELINES`.
         precision: one of `PRECISIONS`.
         jit_compile: a key of `JIT_COMPILE`.
         distribution: "none", or "data_parallel" (jax: each batch split over
             the local devices).
         record_gradients, grad_first_steps, grad_every: gradient recording
-            (see `kzero.callbacks.GradientRecorder`).
+            (see `kzero.callbacks.GradientRecorder`), and with it each
+            stage's input dependence (`kzero.callbacks.StageRecorder`).
         record_symmetry: distinct and dead units per layer and epoch.
         record_activations: forward statistics per layer, at the gradient
             schedule (see `kzero.callbacks.ActivationRecorder`).
@@ -133,6 +141,9 @@ class RunConfig:
     learning_rate: float = 1e-3
     weight_decay: Optional[float] = None
     max_examples: Optional[int] = None
+    max_steps: Optional[int] = None
+    bn_epsilon: Optional[float] = None
+    bn_exact_mean: bool = False
     pipeline: str = "auto"
     precision: str = "float32"
     jit_compile: str = "auto"
@@ -223,6 +234,13 @@ class RunConfig:
             _integer(name, getattr(self, name), minimum=0)
         if self.max_examples is not None:
             _integer("max_examples", self.max_examples, minimum=1)
+        if self.max_steps is not None:
+            _integer("max_steps", self.max_steps, minimum=1)
+            if self.epochs != 1:
+                raise ConfigError("max_steps", self.max_steps, f"trains part of one epoch; "
+                                  f"use --epochs=1 (not {self.epochs})")
+        if self.bn_epsilon is not None:
+            _positive_number("bn_epsilon", self.bn_epsilon)
         for name in ("depth", "width"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), minimum=1)
@@ -341,8 +359,10 @@ class RunConfig:
     @property
     def protocol_departures(self):
         """The settings that depart from the protocol's, one short name each,
-        e.g. ["holdout7000", "fixed_order"], then the precision where it is not
-        float32, e.g. "mixed_bfloat16"."""
+        e.g. ["holdout7000", "fixed_order"], then a batch norm epsilon, exact
+        batch norm centring and a step limit where given ("bn_eps0.001",
+        "exact_bn_mean", "50steps"), then the precision
+        where it is not float32, e.g. "mixed_bfloat16"."""
         from kzero.protocols import PROTOCOLS
 
         names = {"holdout": "holdout{}", "order": "{}_order", "bn_statistics": "bn_{}",
@@ -350,6 +370,12 @@ class RunConfig:
         departures = [names[name].format(getattr(self, name))
                       for name, default in PROTOCOLS.get(self.protocol).settings().items()
                       if getattr(self, name) != default]
+        if self.bn_epsilon is not None:
+            departures.append(f"bn_eps{self.bn_epsilon:g}")
+        if self.bn_exact_mean:
+            departures.append("exact_bn_mean")
+        if self.max_steps is not None:
+            departures.append(f"{self.max_steps}steps")
         # The paper trained in float32 under either protocol. Naming the
         # precision keeps a 16-bit run out of its float32 twin's directory
         # (where it would be skipped as finished), and lets the report set

@@ -148,7 +148,9 @@ def choose_group_size(family, arrays, root, say, measure=measure_run_steps_per_s
     first = family[0]
     if len(family) == 1 or first.holdout or first.distribution != "none":
         return 1  # a group evaluates no hold-out and is not distributed
-    steps = count_steps(arrays, first.batch_size, first.max_examples)
+    from kzero.train import steps_per_epoch
+
+    steps = steps_per_epoch(first, arrays)
     if len(family) * first.epochs * steps < MIN_RUN_STEPS:
         return 1
     os.makedirs(root, exist_ok=True)

@@ -26,6 +26,7 @@ from kzero.registry import Registry
 
 __all__ = ["INIT_STREAM", "FanInUniform", "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform",
            "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme", "layer_rng",
+           "move_biases_to_normalizations",
            "register_scheme", "small_normal_scheme", "weighted_layers"]
 
 # Which random stream initial weights are drawn from; a run's config.json
@@ -179,13 +180,19 @@ class Scheme:
             `(kernel_initializer, bias_initializer)` pair.
         uses_bias_scale: whether `bias_scale` changes anything; schemes that
             ignore it get one variant per grid instead of one per scale.
+        bias_to_normalization: where a batch norm would remove a layer's
+            bias (and, its kernel being zero, its whole output), that layer
+            gets a zero bias and the batch norm's shift (beta) gets the values
+            the bias would have had (`move_biases_to_normalizations`).
     """
 
-    def __init__(self, name, description, make, uses_bias_scale=False):
+    def __init__(self, name, description, make, uses_bias_scale=False,
+                 bias_to_normalization=False):
         self.name = name
         self.description = description
         self._make = make
         self.uses_bias_scale = uses_bias_scale
+        self.bias_to_normalization = bias_to_normalization
 
     def initializers(self, fan_in=None, bias_scale=1.0, rng=None):
         """Returns `(kernel_initializer, bias_initializer)` for one layer.
@@ -238,6 +245,18 @@ for _scheme in [
             NumpyNormal(mean=0.0, stddev=scale, seed=bs),
         ),
         uses_bias_scale=True,
+    ),
+    Scheme(
+        "zero_normal_bn",
+        "zero_normal carried through batch norm: zero kernels, biases N(0, 1) * bias_scale, "
+        "except where a batch norm would remove them: there the bias is 0 and the batch "
+        "norm's shift (beta) takes the random values",
+        lambda fan_in, scale, ks, bs: (
+            keras.initializers.Zeros(),
+            NumpyNormal(mean=0.0, stddev=scale, seed=bs),
+        ),
+        uses_bias_scale=True,
+        bias_to_normalization=True,
     ),
     Scheme(
         "zero_uniform",
@@ -310,6 +329,36 @@ def fan_in_of(layer):
     return int(np.prod(layer.kernel.shape[:-1]))
 
 
+def move_biases_to_normalizations(model, layers=None):
+    """For each conv and dense layer of `model` (of the names in `layers`,
+    if given) whose output a batch norm would remove while its kernel is zero
+    (`kzero.initcheck.erasing_normalizations`): the batch norm's shift takes
+    the layer's bias values, and the bias becomes zero. Returns the names of
+    the layers moved."""
+    from kzero.initcheck import erasing_normalizations
+
+    moved = []
+    for layer, normalization in erasing_normalizations(model).items():
+        if (layers is not None and layer.name not in layers) or \
+                getattr(normalization, "beta", None) is None:
+            continue
+        normalization.beta.assign(keras.ops.cast(layer.bias, normalization.beta.dtype))
+        layer.bias.assign(keras.ops.zeros(layer.bias.shape, layer.bias.dtype))
+        layer.bias_initializer = keras.initializers.Zeros()
+        moved.append(layer.name)
+    return moved
+
+
+def _reset_shifts(model):
+    """The shift (beta) of every batch norm that `move_biases_to_normalizations`
+    could have filled, back to its initial zeros."""
+    from kzero.initcheck import erasing_normalizations
+
+    for normalization in set(erasing_normalizations(model).values()):
+        if getattr(normalization, "beta", None) is not None:
+            normalization.beta.assign(keras.ops.zeros(normalization.beta.shape, normalization.beta.dtype))
+
+
 def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
     """Gives every dense and convolution layer of a built Keras model the
     initial weights of `scheme` (a name or a `Scheme`), each layer's fan-in
@@ -319,7 +368,9 @@ def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
     other. Name your layers: Keras' generated names (`dense_1`, ...) depend on
     what the process built before. The result is then a function of
     (architecture, layer names, scheme, bias_scale, seed), the same under
-    every backend. The layers also keep the initializers, so a saved model
+    every backend. The shifts (beta) of the batch norms that follow a conv
+    or dense layer are reset to zero, and a `bias_to_normalization` scheme
+    (`zero_normal_bn`) then fills them. The layers also keep the initializers, so a saved model
     records them. Returns `model`.
 
     >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
@@ -337,4 +388,9 @@ def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
         if getattr(layer, "bias", None) is not None:
             layer.bias_initializer = bias_init
             layer.bias.assign(bias_init(layer.bias.shape, layer.bias.dtype))
+    # A scheme applied over another leaves nothing of it, the batch norms'
+    # shifts that a bias_to_normalization scheme fills included.
+    _reset_shifts(model)
+    if scheme.bias_to_normalization:
+        move_biases_to_normalizations(model)
     return model

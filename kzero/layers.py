@@ -27,15 +27,22 @@ class BatchNormalization(keras.layers.Layer):
             too, normalise with the batch's own statistics, as a PyTorch model
             never switched to `eval()` does (the paper's code); the moving
             statistics are then still updated in training, and never used.
+        exact_mean: centre each channel on its first value before averaging
+            (the shifted-data algorithm). The same statistics in exact
+            arithmetic, but a channel that is one constant over the batch (a
+            zero-kernel conv's output) comes out exactly 0, where the plain
+            mean leaves rounding error that 1 / sqrt(epsilon) amplifies.
     """
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, test_statistics="moving", **kwargs):
+    def __init__(self, momentum=0.99, epsilon=1e-3, test_statistics="moving", exact_mean=False,
+                 **kwargs):
         super().__init__(**kwargs)
         if test_statistics not in ("moving", "batch"):
             raise ValueError(f"test_statistics must be moving or batch; got {test_statistics!r}")
         self.momentum = momentum
         self.epsilon = epsilon
         self.test_statistics = test_statistics
+        self.exact_mean = exact_mean
 
     def build(self, input_shape):
         shape = (input_shape[-1],)
@@ -52,10 +59,19 @@ class BatchNormalization(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         inputs = ops.cast(inputs, "float32")
+        centered = None
         if training or self.test_statistics == "batch":
             axes = list(range(len(inputs.shape) - 1))
-            mean = ops.mean(inputs, axis=axes)
-            variance = ops.mean(ops.square(inputs - mean), axis=axes)
+            if self.exact_mean:
+                first = ops.reshape(inputs, (-1, inputs.shape[-1]))[0]
+                shifted = inputs - first
+                shift_mean = ops.mean(shifted, axis=axes)
+                mean = first + shift_mean
+                centered = shifted - shift_mean
+            else:
+                mean = ops.mean(inputs, axis=axes)
+                centered = inputs - mean
+            variance = ops.mean(ops.square(centered), axis=axes)
         if training:
             self.moving_mean.assign(
                 self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
@@ -63,12 +79,13 @@ class BatchNormalization(keras.layers.Layer):
                 self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         elif self.test_statistics == "moving":
             mean, variance = self.moving_mean, self.moving_variance
+            centered = inputs - mean
         scale = self.gamma * ops.rsqrt(variance + self.epsilon)
-        return ops.cast((inputs - mean) * scale + self.beta, self.compute_dtype)
+        return ops.cast(centered * scale + self.beta, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
-                "test_statistics": self.test_statistics}
+                "test_statistics": self.test_statistics, "exact_mean": self.exact_mean}

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import keras
 
-from kzero.initializers import get_scheme, layer_rng
+from kzero.initializers import get_scheme, layer_rng, move_biases_to_normalizations
 from kzero.layers import BatchNormalization
 from kzero.registry import Registry
 
@@ -26,6 +26,9 @@ __all__ = ["ACTIVATIONS", "INIT_SCOPES", "MODELS", "LayerFactory", "ModelSpec", 
            "paper_variant", "register_model"]
 
 ACTIVATIONS = Registry("activation")
+
+# PyTorch's default (the paper's code).
+BN_EPSILON = 1e-5
 for _name in ["elu", "relu", "leaky_relu", "selu", "sigmoid", "tanh"]:
     ACTIVATIONS.register(_name, getattr(keras.activations, _name))
 
@@ -48,11 +51,16 @@ class LayerFactory:
             `scheme`; the others get the reference (`lecun`) init.
         bn_statistics: what `batch_norm` layers normalise test batches with:
             "moving" or "batch" (see `kzero.layers.BatchNormalization`).
+        bn_epsilon: what `batch_norm` layers add to the variance.
+        bn_exact_mean: `batch_norm` layers centre a constant channel exactly
+            (`kzero.layers.BatchNormalization`'s `exact_mean`).
     """
 
     def __init__(self, scheme, bias_scale, activation, seed, initialized_layers=None,
-                 bn_statistics="moving"):
+                 bn_statistics="moving", bn_epsilon=BN_EPSILON, bn_exact_mean=False):
         self.bn_statistics = bn_statistics
+        self.bn_epsilon = bn_epsilon
+        self.bn_exact_mean = bn_exact_mean
         self.scheme = get_scheme(scheme)
         self.bias_scale = bias_scale
         self.activation = ACTIVATIONS.get(activation)
@@ -96,9 +104,10 @@ class LayerFactory:
         )(x)
 
     def batch_norm(self, x, name):
-        # PyTorch's defaults (the paper's code): its momentum 0.1 is 0.9 here.
-        return BatchNormalization(momentum=0.9, epsilon=1e-5, test_statistics=self.bn_statistics,
-                                  name=name)(x)
+        # PyTorch's momentum (the paper's code): its 0.1 is 0.9 here.
+        return BatchNormalization(momentum=0.9, epsilon=self.bn_epsilon,
+                                  test_statistics=self.bn_statistics,
+                                  exact_mean=self.bn_exact_mean, name=name)(x)
 
     def act(self, x, name):
         return keras.layers.Activation(self.activation, name=name)(x)
@@ -174,6 +183,37 @@ def _resnet50(f, x, num_classes):
     return f.dense(x, num_classes, "logits", activate=False)
 
 
+def _basic_block(f, x, planes, strides, name):
+    """kuangliu/pytorch-cifar's BasicBlock with the paper's changes to the
+    bottleneck carried over: a bias on every conv, the model's activation
+    instead of ReLU, and no batch norm after conv1."""
+    out = f.conv(x, planes, 3, f"{name}_conv1", strides=strides)
+    out = f.conv(out, planes, 3, f"{name}_conv2", activate=False)
+    out = f.batch_norm(out, f"{name}_bn2")
+    shortcut = x
+    if strides != 1 or x.shape[-1] != planes:
+        shortcut = f.conv(x, planes, 1, f"{name}_shortcut_conv", strides=strides,
+                          activate=False)
+        shortcut = f.batch_norm(shortcut, f"{name}_shortcut_bn")
+    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
+    return f.act(out, f"{name}_out")
+
+
+def _resnet20(f, x, num_classes):
+    """He et al.'s CIFAR ResNet-20 (3 stages of 3 basic blocks, 16/32/64
+    channels) with the layout of the ResNet-50 here: a stem conv + batch norm,
+    the blocks of `_basic_block`, 1x1 conv shortcuts where the shape changes."""
+    x = f.conv(x, 16, 3, "stem_conv", activate=False)
+    x = f.batch_norm(x, "stem_bn")
+    x = f.act(x, "stem_act")
+    for stage, (planes, strides) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+        for block in range(3):
+            x = _basic_block(f, x, planes, strides if block == 0 else 1,
+                             f"stage{stage}_block{block + 1}")
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    return f.dense(x, num_classes, "logits", activate=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A model kzero can build by name.
@@ -192,6 +232,10 @@ class ModelSpec:
         options: what else `build` takes as keyword arguments, with their
             defaults; the `RunConfig` fields `depth` and `width` (`--depth`,
             `--width`) set those of these names.
+        stages: the layers whose outputs the init check and the stage
+            recorder measure the input dependence of (`kzero.initcheck`);
+            those a built variant lacks are left out, and where none is
+            left, every batch norm and hidden conv or dense layer is taken.
     """
 
     name: str
@@ -202,6 +246,7 @@ class ModelSpec:
     channels: Optional[int] = None
     convolutional: bool = False
     options: dict = dataclasses.field(default_factory=dict)
+    stages: tuple = ()
 
     def unsupported(self, input_shape):
         """Why this model cannot take `input_shape`, or None if it can."""
@@ -228,9 +273,17 @@ def _mlp(f, x, num_classes, depth, width):
     return f.dense(x, num_classes, "logits", activate=False)
 
 
-register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)", convolutional=True))
+register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)", convolutional=True,
+                         stages=("bn1", "bn2", "bn3", "dense1", "dense2")))
 register_model(ModelSpec("resnet50", _resnet50, "bias-enabled ELU ResNet-50 (CIFAR-10)",
-                         normalize=True, augment=True, channels=3, convolutional=True))
+                         normalize=True, augment=True, channels=3, convolutional=True,
+                         stages=("stem_bn", "stem_act", "stage1_block3_out", "stage2_block4_out",
+                                 "stage3_block6_out", "stage4_block3_out")))
+register_model(ModelSpec("resnet20", _resnet20, "bias-enabled ELU ResNet-20 (CIFAR-10), "
+                         "the residual net a CPU trains", normalize=True, augment=True, channels=3,
+                         convolutional=True,
+                         stages=("stem_bn", "stem_act", "stage1_block3_out", "stage2_block3_out",
+                                 "stage3_block3_out")))
 register_model(ModelSpec("mlp", _mlp, "`depth` hidden dense layers of `width` units (--depth, "
                          "--width), for studies beyond the paper",
                          options={"depth": 2, "width": 256}))
@@ -246,7 +299,7 @@ INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
 
 def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activation="elu",
                 seed=0, initialized_layers=None, *, input_shape=None, num_classes=None,
-                bn_statistics="moving", **options):
+                bn_statistics="moving", bn_epsilon=BN_EPSILON, bn_exact_mean=False, **options):
     """Builds a registered model, uncompiled, with logits as output.
 
     Args:
@@ -266,6 +319,8 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
             number of classes, where no dataset is given.
         bn_statistics: "moving" (Keras' rule) or "batch": what the batch
             norm layers normalise test batches with.
+        bn_epsilon: what the batch norm layers add to the variance.
+        bn_exact_mean: the batch norm layers centre a constant channel exactly.
         **options: the model's own (`ModelSpec.options`, e.g. `depth` and
             `width` of "mlp"); those left out take their defaults.
     """
@@ -287,7 +342,10 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
     options = {**model_spec.options,
                **{name: value for name, value in options.items() if value is not None}}
     factory = LayerFactory(init, bias_scale, activation, seed, initialized_layers,
-                           bn_statistics)
+                           bn_statistics, bn_epsilon, bn_exact_mean)
     inputs = keras.Input(tuple(input_shape), name="images")
     outputs = model_spec.build(factory, inputs, num_classes, **options)
-    return keras.Model(inputs, outputs, name=f"{name}_{model}")
+    built = keras.Model(inputs, outputs, name=f"{name}_{model}")
+    if factory.scheme.bias_to_normalization:
+        move_biases_to_normalizations(built, initialized_layers)
+    return built

@@ -31,12 +31,14 @@ from kzero.callbacks import Checkpointer, EpochMetricsLogger, HParamsLogger, Sto
 from kzero.config import RunConfig
 from kzero.datasets import get_dataset
 from kzero.io import write_json
-from kzero.pipelines import count_steps, resolve_pipeline
+from kzero.pipelines import resolve_pipeline
 from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import diverged_epoch, run_summary
-from kzero.train import (build_run_model, compile_run_model, diagnostics, finish, hparams_of,
-                         read_checkpoint, run_arrays, run_pipelines)
+from kzero.train import (build_run_model, compile_run_model, cross_entropy, diagnostics, finish,
+                         hparams_of, read_checkpoint, record_init_check, run_arrays,
+                         run_pipelines)
+from kzero.train import steps_per_epoch as run_steps_per_epoch
 
 __all__ = ["GROUP_CHECKPOINT", "train_parallel"]
 
@@ -212,8 +214,7 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     pipeline = resolve_pipeline(configs[0].pipeline)
     pipeline = "numpy" if pipeline == "tf" else pipeline
     configs = [stamp(config, input_pipeline=pipeline) for config in configs]
-    steps_per_epoch = count_steps(run_arrays(configs[0], arrays), configs[0].batch_size,
-                                  configs[0].max_examples)
+    steps_per_epoch = run_steps_per_epoch(configs[0], run_arrays(configs[0], arrays))
     checkpoint = os.path.join(workdirs[0], GROUP_CHECKPOINT)
     group, replicas = _build_group(configs)
     initial_epoch = 0
@@ -234,6 +235,8 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     for config, replica, workdir in zip(configs, replicas, workdirs):
         os.makedirs(workdir, exist_ok=True)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        if initial_epoch == 0:
+            record_init_check(config, replica, arrays, workdir, loss=cross_entropy())
         sessions.append(HParamsLogger(workdir, hparams_of(config)))
         loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1,
                                        initial_epoch))
@@ -268,8 +271,7 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
                    "parallel_runs": len(configs)}
         if gradient_recorder is not None:
             summary["awakening_step"] = gradient_recorder.awakening_step
-        finish(workdir, summary, keep_model=config.save_model, model=replica)
-        summaries.append(summary)
+        summaries.append(finish(workdir, summary, keep_model=config.save_model, model=replica))
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     return summaries

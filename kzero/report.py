@@ -541,7 +541,16 @@ def beyond_the_paper(runs_by_key, out):
             "every number and sentence below is computed from those runs.", "", *lines]
 
 
-def write_report(stats_by_key, figures, path, beyond=()):
+def _own_section(experiment):
+    """Whether an experiment has a section of its own (a study beyond the
+    paper, or the first-steps census) instead of a table against the paper."""
+    from kzero.beyond import SECTIONS
+    from kzero.first_steps import CENSUS_PREFIX
+
+    return experiment in SECTIONS or experiment.startswith(CENSUS_PREFIX)
+
+
+def write_report(stats_by_key, figures, path, beyond=(), first_steps=()):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
              "interval, next to the value read off the paper's figure (Schicho, 2023, the "
@@ -550,10 +559,8 @@ def write_report(stats_by_key, figures, path, beyond=()):
              "epochs (or those its protocol imposes). Protocols: `paper_text` follows the "
              "paper's text, `paper_code` the authors' code where the text is silent "
              "(kzero.protocols). Diverged seeds are left out of the mean and listed.", ""]
-    from kzero.beyond import SECTIONS
-
     order = list(FIGURES)
-    experiments = sorted({e for e, _ in stats_by_key} - set(SECTIONS),
+    experiments = sorted({e for e, _ in stats_by_key if not _own_section(e)},
                          key=lambda e: (order.index(e) if e in order else len(order), e))
     for experiment in experiments:
         variants = {v: s for (e, v), s in stats_by_key.items() if e == experiment}
@@ -586,6 +593,7 @@ def write_report(stats_by_key, figures, path, beyond=()):
         if os.path.exists(os.path.join(os.path.dirname(path), EARLIER)):
             lines += [f"Earlier measurements of some of them, whose runs were not kept: "
                       f"[{EARLIER}]({EARLIER}).", ""]
+    lines += list(first_steps)
     if "figure12" in figures:
         lines += ["## Figure 12", "", f"![figure 12]({figures['figure12']})", ""]
     lines += list(beyond)
@@ -617,16 +625,16 @@ def report(directories, out):
     os.makedirs(out, exist_ok=True)
     stats_by_key = {key: aggregate(runs) for key, runs in runs_by_key.items()}
     write_results(stats_by_key, os.path.join(out, "results.csv"))
-    from kzero.beyond import SECTIONS
+    from kzero.first_steps import first_steps_section
 
     figures = {}
-    for experiment in sorted({e for e, _ in stats_by_key} - set(SECTIONS)):
+    for experiment in sorted({e for e, _ in stats_by_key if not _own_section(e)}):
         plot_experiment(experiment, stats_by_key, os.path.join(out, f"{experiment}.png"))
         figures[experiment] = f"{experiment}.png"
     if plot_figure12(runs_by_key, os.path.join(out, "figure12.png")):
         figures["figure12"] = "figure12.png"
     write_report(stats_by_key, figures, os.path.join(out, "report.md"),
-                 beyond_the_paper(runs_by_key, out))
+                 beyond_the_paper(runs_by_key, out), first_steps_section(runs_by_key, out))
     print(f"kzero.report: {len(stats_by_key)} variants -> {out}/report.md")
     return stats_by_key
 

@@ -57,7 +57,8 @@ flags.DEFINE_string("normalization_std", None, f"{', '.join(NORMALIZATION_STDS)}
 flags.DEFINE_string("crop_fill", None, f"{', '.join(CROP_FILLS)}: the ResNet's crop padding, 0 "
                     "after normalising or black before (default: the protocol's).")
 # What to record.
-flags.DEFINE_boolean("record_gradients", True, "Record gradient distributions and layer awakening.")
+flags.DEFINE_boolean("record_gradients", True, "Record gradient distributions and layer awakening, "
+                     "and each stage's input dependence (stages.csv).")
 flags.DEFINE_integer("grad_first_steps", 5, "Record gradients at each of the first N steps.")
 flags.DEFINE_integer("grad_every", 1000, "Then record gradients every N steps (0: never).")
 flags.DEFINE_boolean("record_symmetry", True, "Record distinct and dead units per layer and epoch.")
@@ -94,6 +95,13 @@ flags.DEFINE_string("pipeline", "auto", "Input pipeline: tf (tf.data), numpy (no
                     "needed), device (the numpy pipeline's batches made on the accelerator), or "
                     "auto (tf under the tensorflow backend, else numpy).")
 flags.DEFINE_integer("max_examples", None, "Use only the first N examples of each split.")
+flags.DEFINE_integer("max_steps", None, "Train only the first N update steps (with --epochs=1), "
+                     "then evaluate: the first-steps census (flags/census_*.flags).")
+flags.DEFINE_float("bn_epsilon", None, "What the batch norms add to the variance (default "
+                   "PyTorch's 1e-5, the paper's code's); a variant named _bn_eps<value>.")
+flags.DEFINE_boolean("bn_exact_mean", False, "Batch norms centre a channel that is constant over "
+                     "the batch exactly (no rounding error for 1/sqrt(epsilon) to amplify); a "
+                     "variant named _exact_bn_mean.")
 # Where.
 flags.DEFINE_string("data_dir", None, "Directory holding <dataset>.npz (keras.datasets layout); "
                     "default $KZERO_DATA_DIR, else download with tensorflow-datasets.")

@@ -17,12 +17,13 @@ import keras
 import numpy as np
 
 from kzero.callbacks import (ActivationRecorder, Checkpointer, EpochMetricsLogger,
-                             GradientRecorder, HParamsLogger, HoldoutEvaluator, StopOnRequest,
-                             SymmetryMonitor)
+                             GradientRecorder, HParamsLogger, HoldoutEvaluator, StageRecorder,
+                             StepLossLogger, StopOnRequest, SymmetryMonitor)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
-from kzero.io import write_json
-from kzero.models import INIT_SCOPES, MODELS, build_model
+from kzero.io import read_json, write_json
+from kzero.initcheck import check_init, init_warning
+from kzero.models import BN_EPSILON, INIT_SCOPES, MODELS, build_model
 from kzero.optimizers import make_optimizer
 from kzero.pipelines import (count_steps, make_eval_pipeline, make_pipelines, probe_batch,
                              resolve_pipeline, split_holdout)
@@ -31,9 +32,10 @@ from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import run_summary
 
-__all__ = ["CHECKPOINT", "MODEL_FILE", "build_run_model", "compile_run_model", "crop_fill",
-           "finish", "holdout_pipeline", "hparams_of", "input_normalization", "run_arrays",
-           "run_pipelines", "run_probe", "train"]
+__all__ = ["CHECKPOINT", "INIT_CHECK", "MODEL_FILE", "build_run_model", "compile_run_model",
+           "crop_fill", "finish", "holdout_pipeline", "hparams_of", "input_normalization",
+           "record_init_check", "run_arrays", "run_pipelines", "run_probe", "steps_per_epoch",
+           "train"]
 
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
@@ -43,6 +45,9 @@ SYMMETRY_PROBE_SIZE = 32
 CHECKPOINT = "checkpoint.keras"
 # The trained model of a finished run (`save_model`).
 MODEL_FILE = "model.keras"
+# What `kzero.initcheck.check_init` found before the first step; `summary.json`
+# repeats it under "init_check".
+INIT_CHECK = "init_check.json"
 
 
 def build_run_model(config):
@@ -58,6 +63,8 @@ def build_run_model(config):
             activation=config.activation, seed=config.seed,
             initialized_layers=INIT_SCOPES[config.init_scope],
             bn_statistics=config.bn_statistics,
+            bn_epsilon=BN_EPSILON if config.bn_epsilon is None else config.bn_epsilon,
+            bn_exact_mean=config.bn_exact_mean,
             # Options that no RunConfig field sets keep the model's defaults.
             **{name: getattr(config, name, None) for name in MODELS.get(config.model).options})
     finally:
@@ -97,6 +104,34 @@ def compile_run_model(model, config, outputs=1):
         jit_compile=JIT_COMPILE[config.jit_compile],
     )
     return model
+
+
+def steps_per_epoch(config, arrays):
+    """Update steps per epoch of the run on `arrays` (`run_arrays`): every
+    batch, the last one possibly short, or the first `max_steps`."""
+    steps = count_steps(arrays, config.batch_size, config.max_examples)
+    return steps if config.max_steps is None else min(steps, config.max_steps)
+
+
+# The (model, scheme, scope) triples warned of in this process: a grid's seeds
+# share one warning.
+_WARNED = set()
+
+
+def record_init_check(config, model, arrays, workdir, loss=None):
+    """Runs `kzero.initcheck.check_init` on the run's fresh model and probe
+    batch, writes it to `<workdir>/init_check.json`, and prints a
+    `kzero: warning:` line (once per model, scheme and scope) where the
+    scheme's random biases are removed by batch norms. Returns the check."""
+    x, y = run_probe(config, arrays)
+    check = check_init(model, x, y, stages=MODELS.get(config.model).stages, loss=loss)
+    write_json(os.path.join(workdir, INIT_CHECK), check)
+    scheme = config.init + ("" if config.init_scope == "all" else f" ({config.init_scope} scope)")
+    warning = init_warning(check, config.model, scheme)
+    if warning and (config.model, config.init, config.init_scope) not in _WARNED:
+        _WARNED.add((config.model, config.init, config.init_scope))
+        print(f"kzero: warning: {warning}", file=sys.stderr, flush=True)
+    return check
 
 
 def run_arrays(config, arrays):
@@ -212,18 +247,19 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     checkpoint = os.path.join(workdir, CHECKPOINT)
     arrays = run_arrays(config, arrays)
-    steps_per_epoch = count_steps(arrays, config.batch_size, config.max_examples)
+    steps = steps_per_epoch(config, arrays)
     model = (read_checkpoint(checkpoint, keras.saving.load_model, log)
              if os.path.exists(checkpoint) else None)
     if model is not None:
         # The optimizer's step count says which epochs the checkpoint holds;
         # rows written after it (a kill between the two) are redone.
-        initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
+        initial_epoch = int(model.optimizer.iterations) // steps
         if log is not None:
             log(f"resuming after epoch {initial_epoch} of {config.epochs}")
     else:
         model = compile_run_model(build_run_model(config), config)
         initial_epoch = 0
+        record_init_check(config, model, arrays, workdir)
     train_data, _, test_data = run_pipelines(config, arrays, initial_epoch)
 
     def path(name):
@@ -237,8 +273,7 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
         callbacks.insert(1, HoldoutEvaluator(holdout))
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
-    gradient_recorder, recorders = diagnostics(config, arrays, workdir, initial_epoch,
-                                               steps_per_epoch)
+    gradient_recorder, recorders = diagnostics(config, arrays, workdir, initial_epoch, steps)
     callbacks += recorders
     callbacks.append(Checkpointer(checkpoint))
     callbacks.extend(extra_callbacks)
@@ -246,7 +281,7 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
     try:
         model.fit(
             train_data, validation_data=test_data, epochs=config.epochs,
-            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+            initial_epoch=initial_epoch, steps_per_epoch=steps,
             callbacks=callbacks, verbose=verbose,
             shuffle=False,  # the pipeline shuffles, per epoch and seeded
         )
@@ -258,16 +293,17 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
                           resumed_from_epoch=initial_epoch or None)
     if gradient_recorder is not None:
         summary["awakening_step"] = gradient_recorder.awakening_step
-    finish(workdir, summary, keep_model=config.save_model)
-    return model, summary
+    return model, finish(workdir, summary, keep_model=config.save_model)
 
 
 def diagnostics(config, arrays, workdir, initial_epoch, steps_per_epoch, model=None):
     """The callbacks that record the run's diagnostics into `workdir`, as its
-    config asks: gradients, activations, symmetry. `model`: the model they
+    config asks: gradients with each stage's input dependence, activations,
+    symmetry, and in a run of `max_steps`, each step's loss. `model`: the model they
     record, where it is a replica of the group being trained. Returns
     `(gradient_recorder or None, callbacks)`."""
-    if not (config.record_gradients or config.record_symmetry or config.record_activations):
+    if not (config.record_gradients or config.record_symmetry or config.record_activations
+            or config.max_steps):
         return None, []
     probe = run_probe(config, arrays)
     path = functools.partial(os.path.join, workdir)
@@ -280,8 +316,17 @@ def diagnostics(config, arrays, workdir, initial_epoch, steps_per_epoch, model=N
             path("gradients.csv"), probe, workdir, **schedule,
             loss=None if model is None else cross_entropy())
         callbacks.append(gradient_recorder)
+        # The forward side of awakening: whether each stage depends on the input.
+        callbacks.append(StageRecorder(path("stages.csv"), probe, workdir,
+                                       stages=MODELS.get(config.model).stages, **schedule))
     if config.record_activations:
         callbacks.append(ActivationRecorder(path("activations.csv"), probe, workdir, **schedule))
+    if config.max_steps and model is None:
+        # A census of the first steps: each step's training loss. Off in
+        # whole-epoch runs, where a batch-end hook would cost Keras its
+        # asynchronous dispatch of the steps, and in groups, whose logs
+        # hold the sum over replicas.
+        callbacks.append(StepLossLogger(path("steps.csv")))
     if config.record_symmetry:
         callbacks.append(SymmetryMonitor(path("symmetry.csv"), probe[0][:SYMMETRY_PROBE_SIZE],
                                          workdir, initial_epoch, model=model))
@@ -308,9 +353,14 @@ def read_checkpoint(path, read, log, restart="training again from epoch 1"):
 
 
 def finish(workdir, summary, keep_model, model=None):
-    """Ends a run's directory: `summary.json` written, and the last epoch's
+    """Ends a run's directory: `summary.json` written (with the init check of
+    `init_check.json`, where the run has one), and the last epoch's
     checkpoint kept as `model.keras` if the run finished and `keep_model`
-    (else removed). A `model` given is saved instead of the checkpoint."""
+    (else removed). A `model` given is saved instead of the checkpoint.
+    Returns the summary written."""
+    check = os.path.join(workdir, INIT_CHECK)
+    if os.path.exists(check):
+        summary = {**summary, "init_check": read_json(check)}
     write_json(os.path.join(workdir, "summary.json"), summary)
     checkpoint, kept = (os.path.join(workdir, name) for name in (CHECKPOINT, MODEL_FILE))
     if keep_model and summary["status"] == "finished":
@@ -322,3 +372,4 @@ def finish(workdir, summary, keep_model, model=None):
             os.replace(checkpoint, kept)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
+    return summary

@@ -53,15 +53,23 @@ BEYOND = {"beyond_bias_scale": 6 * 5, "beyond_depth": 5 * 3 * 5,
              for dataset in ("mnist", "cifar")}}
 
 
+# The first-steps census (kzero.first_steps): runs per grid, and the steps each records.
+CENSUS = {"census_cnn": (4 * 3, 30), "census_cnn_backends": (3, 30),
+          "census_cnn_epsilon": (3, 30), "census_cnn_exact": (3, 30),
+          "census_resnet20": (4 * 3, 20),
+          "census_resnet50": (4, 10)}
+
+
 def test_there_is_one_flagfile_per_paper_experiment():
     names = {os.path.basename(p)[:-len(".flags")] for p in FLAGFILES}
     assert names == {"mnist_logreg", "mnist_fnn", "mnist_fnn_scaled", "mnist_cnn",
                      "mnist_cnn_scaled", "mnist_cnn_precision", "mnist_zero", "cifar_logreg", "cifar_fnn",
                      "cifar_cnn", "cifar_zero", "cifar_resnet50", "cifar_resnet50_paper_code",
-                     *BEYOND}
+                     *BEYOND, *CENSUS}
     for path in FLAGFILES:
         text = open(path).read()
-        assert "--runs=5" in text and "--batch_size=128" in text
+        assert "--batch_size=128" in text
+        assert "--runs=5" in text or os.path.basename(path)[:-len(".flags")] in CENSUS
         assert "--learning_rate=0.001" in text or "--learning_rates=" in text
     # The report's "Not run" section sends each missing experiment to flags/<experiment>.flags.
     for experiment in {e for e, _ in PAPER}:
@@ -69,8 +77,25 @@ def test_there_is_one_flagfile_per_paper_experiment():
         assert f"--experiment={experiment}\n" in text
 
 
+@pytest.mark.once
+def test_the_census_flagfiles_make_their_grids_with_every_step_recorded():
+    from kzero.grid import expand
+
+    for name, (runs, steps) in CENSUS.items():
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["kzero.run", flagfile(name)])
+            grid = run.config_from_flags()
+        assert len(expand(grid)) == runs, name
+        assert grid.max_steps == grid.grad_first_steps == steps and grid.epochs == 1, name
+        assert grid.experiment_name.startswith("census_")
+
+
+# census_cnn's variants differ from it by a flag that tests of their own cover
+# (test_initcheck.py), so of the census flagfiles only census_cnn trains here.
 @pytest.mark.parametrize("name", [os.path.basename(p)[:-6] for p in FLAGFILES
-                                  if "resnet" not in p and "beyond" not in p])
+                                  if "resnet" not in p and "beyond" not in p
+                                  and not os.path.basename(p).startswith("census_cnn_")])
 def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
     run_cli(flagfile(name), "--epochs=1", "--runs=1", "--max_examples=256",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
@@ -78,7 +103,7 @@ def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
     dirs = run_dirs(tmp_path / {"mnist_cnn_precision": "mnist_cnn"}.get(name, name))
     expected = {"mnist_fnn_scaled": 3, "mnist_cnn_scaled": 3, "mnist_zero": 2,
                 "cifar_zero": 2, "mnist_logreg": 1, "cifar_logreg": 1,
-                "mnist_cnn_precision": 2}.get(name, 3)
+                "mnist_cnn_precision": 2, "census_cnn": 4}.get(name, 3)
     assert len(dirs) == expected
     for workdir in dirs:
         check_run_dir(workdir, epochs=1)
@@ -270,6 +295,10 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--parallel_runs=2", "--distribution=data_parallel"], "--parallel_runs=2: not with"),
     (["--shard=first"], "--shard=first: must be i/n with 0 <= i < n"),
     (["--distribution=model_parallel"], "--distribution=model_parallel: not valid; choose from"),
+    (["--max_steps=5", "--epochs=3"], "--max_steps=5: trains part of one epoch; use --epochs=1"),
+    (["--bn_epsilon=0"], "--bn_epsilon=0: must be a positive number"),
+    (["--inits=zero_normal_bm"], "--inits=zero_normal_bm: not valid; choose from lecun, zero, "
+                                 "zero_normal, zero_normal_bn"),
 ])
 def test_bad_flags_fail_in_one_line_with_exit_code_2(tmp_path, argv, message):
     output_dir = [] if any(a.startswith("--output_dir") for a in argv) else [

@@ -113,3 +113,28 @@ def test_grid_bench_counts_the_arithmetic_and_times_both_ways(data_dir):
         assert 0 < result[f"{name}_fraction_of_peak"] < 1
     assert result["grouped_over_single"] == pytest.approx(
         result["grouped_run_epochs_per_s"] / result["single_run_epochs_per_s"], rel=0.01)
+
+
+@pytest.mark.once
+def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
+    env = {**os.environ, "KZERO_DATA_DIR": data_dir}
+    result = subprocess.run(["bash", "scripts/gpu_agenda.sh", "--smoke", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("exit 0") == 12 and "0 item(s) failed" in result.stdout
+    speeds = [json.loads(line) for line in open(tmp_path / "speed.jsonl")]
+    assert [(s["backend"], s["precision"]) for s in speeds] == [
+        (b, p) for b in ("jax", "torch", "tensorflow") for p in ("float32", "mixed_bfloat16")]
+    assert all(s["subset_epoch_seconds"] > 0 for s in speeds)
+    # The census under each backend, and Figure 11's rows, each a finished run.
+    for backend in ("jax", "torch", "tensorflow"):
+        (workdir,) = [p for p in (tmp_path / f"census_resnet50_{backend}").glob(
+            "*_zero_normal_x1_2steps/seed_0")]
+        assert read_json(workdir / "summary.json")["init_check"]["erased_symmetry_breaking"]
+        assert len(read_csv(workdir / "steps.csv")) == 2
+    assert {p.name for p in (tmp_path / "census_resnet50_jax").iterdir()} >= {
+        "resnet20_zero_normal_bn_x1_2steps", "resnet20_zero_normal_x1_paper_code_2steps"}
+    for variant in ("lecun", "zero_normal_x1", "zero_normal_bn_x1"):
+        summary = read_json(tmp_path / "cifar_resnet50" / f"resnet20_{variant}" / "seed_0"
+                            / "summary.json")
+        assert summary["status"] == "finished"
