@@ -90,8 +90,9 @@ def _variant_of(run):
 
 
 def _final_dependence(measured, stage="logits"):
-    return [m["stages"].get(stage, {}).get(max(m["stages"].get(stage, {0: 0})), math.nan)
-            if m["stages"].get(stage) else math.nan for m in measured]
+    """Each run's input dependence of `stage` at its last recorded step."""
+    curves = [m["stages"].get(stage) or {} for m in measured]
+    return [curve[max(curve)] if curve else math.nan for curve in curves]
 
 
 def _row(model, variant, backend, measured):

@@ -23,7 +23,6 @@ import time
 import keras
 
 from kzero.io import read_json, write_json
-from kzero.pipelines import count_steps
 
 __all__ = ["AUTO", "CHOICES_FILE", "candidate_sizes", "choose_group_size", "family_id"]
 
