@@ -101,7 +101,10 @@ def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir
     assert by_flag.returncode == 0, by_flag.stderr[-2000:]
     assert read_json(tmp_path / "mnist_logreg" / "logreg_lecun" / "seed_0" / "config.json")[
         "epochs"] == 1
-    bare = subprocess.run(["kzero-run", "cifar_logreg", *common], capture_output=True,
+    # The console script pip installed next to this interpreter, whether or
+    # not its bin/ is on PATH.
+    console_script = os.path.join(os.path.dirname(sys.executable), "kzero-run")
+    bare = subprocess.run([console_script, "cifar_logreg", *common], capture_output=True,
                           text=True, cwd=tmp_path, timeout=300)
     assert bare.returncode == 0, bare.stderr[-2000:]
     assert glob.glob(str(tmp_path / "cifar_logreg" / "logreg_lecun" / "seed_0" / "model.keras"))

@@ -115,6 +115,7 @@ def test_grid_bench_counts_the_arithmetic_and_times_both_ways(data_dir):
         result["grouped_run_epochs_per_s"] / result["single_run_epochs_per_s"], rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
     env = {**os.environ, "KZERO_DATA_DIR": data_dir}
