@@ -131,10 +131,7 @@ def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
     # The precision study writes into Figure 5's experiment.
     dirs = run_dirs(tmp_path / {"mnist_cnn_precision": "mnist_cnn"}.get(name, name))
-    expected = {"mnist_fnn_scaled": 3, "mnist_cnn_scaled": 3, "mnist_zero": 2,
-                "cifar_zero": 2, "mnist_logreg": 1, "cifar_logreg": 1,
-                "mnist_cnn_precision": 2}.get(name, 3)
-    assert len(dirs) == expected
+    assert len(dirs) == PAPER_VARIANTS.get(name, 3)
     for workdir in dirs:
         check_run_dir(workdir, epochs=1)
 
