@@ -16,7 +16,7 @@
 # OUTPUT_DIR defaults to runs/gpu_agenda. Results: speed.jsonl (one JSON line per
 # backend and precision), census_resnet50*/ and cifar_resnet50/ run directories,
 # and one log per item; `python -m kzero.report OUTPUT_DIR` reports them.
-# --smoke: tiny sizes (ResNet-20, a few examples, a few steps) so that a CPU
+# --smoke: tiny sizes (the CIFAR-10 CNN, a few examples, a few steps) so that a CPU
 # tests the script itself in a couple of minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ data=()
 if [ -n "${KZERO_DATA_DIR:-}" ]; then data=("--data_dir=$KZERO_DATA_DIR"); fi
 
 if [ $smoke = 1 ]; then
-  model=resnet20; speed_examples=64; batch=16; census_steps=2; census_examples=32
+  model=cnn; speed_examples=64; batch=16; census_steps=2; census_examples=32
   figure_epochs=1; figure_examples=64; budget=(600 500 300)
 else
   model=resnet50; speed_examples=6400; batch=128; census_steps=30; census_examples=

@@ -31,6 +31,7 @@ def readme_example():
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_library_example_runs_as_printed(tmp_path, monkeypatch, data_dir):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KZERO_DATA_DIR", data_dir)
@@ -192,6 +193,7 @@ def test_optimizers_are_keras_optimizers_with_the_papers_defaults(name, kind, se
     assert make_optimizer(name, 0.25, weight_decay=0.5).weight_decay == 0.5
 
 
+@pytest.mark.slow
 def test_sgd_trains_the_mnist_fnn_to_90_percent_in_one_epoch(tmp_path, mnist):
     _, summary = kzero.train(RunConfig(optimizer="sgd", learning_rate=0.1, epochs=1,
                                        record_gradients=False, record_symmetry=False),
@@ -200,6 +202,7 @@ def test_sgd_trains_the_mnist_fnn_to_90_percent_in_one_epoch(tmp_path, mnist):
     assert read_json(tmp_path / "config.json")["optimizer"] == "sgd"
 
 
+@pytest.mark.slow
 def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
     grid = RunConfig(models=("logreg",), inits=("lecun", "zero"), runs=2, epochs=1,
                      max_examples=512, output_dir=str(tmp_path), experiment="direct",

@@ -33,6 +33,7 @@ def kzero_run(*argv, cwd=REPO, env=None, timeout=300):
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_help_exits_0_and_names_the_flagfiles():
     result = kzero_run("--help")
@@ -41,6 +42,7 @@ def test_help_exits_0_and_names_the_flagfiles():
     assert "Running experiments" in result.stdout and "--parallel_runs" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_a_jax_run_prints_only_kzeros_and_keras_lines(tmp_path, data_dir):
     env = dict(os.environ, KERAS_BACKEND="jax")
@@ -93,6 +95,7 @@ def test_slow_backend_hint_names_only_what_was_measured():
         assert hint is None
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir):
     common = ["--epochs=1", "--runs=1", "--max_examples=256", "--inits=lecun",
@@ -112,6 +115,7 @@ def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir
     assert unknown.returncode == 2 and "mnist_nope" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_run_at_once_and_exits(tmp_path, data_dir):
     argv = [sys.executable, "-m", "kzero.run", "--dataset=mnist", "--model=fnn",
             "--inits=lecun", "--epochs=20", "--runs=1", f"--data_dir={data_dir}",

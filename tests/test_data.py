@@ -263,6 +263,7 @@ def test_device_pad_crop_flip_draws_like_the_numpy_one(cifar10):
 
 
 # tf.data's batches equal NumPy's to float rounding, the device pipeline's bit for bit.
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline,rtol", [
     pytest.param("tf", 1e-5, marks=pytest.mark.needs_tensorflow), ("device", 1e-6)])
 def test_pipelines_train_to_the_numpy_pipelines_metrics(tmp_path, mnist, pipeline, rtol):

@@ -21,6 +21,7 @@ def config(dataset, init, **overrides):
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init,expected", [
     # Zero weights: a layer's error signal passes through the still-zero kernel
     # of the layer above, so layers wake one per step from the output back.
@@ -57,6 +58,7 @@ def symmetry_rows(workdir):
              float(r["dead_fraction"])) for r in read_csv(os.path.join(workdir, "symmetry.csv"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["elu", "sigmoid"])
 def test_pure_zero_keeps_one_distinct_unit_per_hidden_layer(tmp_path, cifar10, activation):
     train(config("cifar10", "zero", activation=activation, epochs=3, max_examples=2048,
@@ -71,6 +73,7 @@ def test_pure_zero_keeps_one_distinct_unit_per_hidden_layer(tmp_path, cifar10, a
                 assert dead == 1.0
 
 
+@pytest.mark.slow
 def test_zero_normal_has_all_units_distinct_after_the_first_epoch(tmp_path, mnist):
     train(config("mnist", "zero_normal", record_gradients=False), str(tmp_path), mnist)
     rows = {(epoch, layer): (units, distinct, dead)
@@ -211,6 +214,7 @@ def numpy_forward(model, weights, x):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name,init,bias_scale", [
     ("mlp", "zero_normal", 10.0),  # zero kernels: the pre-activations are the biases
     # The other cases exercise the same backend code on other layers and weights.

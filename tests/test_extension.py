@@ -19,6 +19,9 @@ from kzero.report import plot_experiment, report
 from conftest import REPO
 from test_run import run_cli, run_dirs
 
+# Each test trains through the runner or a fresh interpreter: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def test_a_registered_dataset_model_and_scheme_run_through_the_grid_and_report(
         tmp_path):

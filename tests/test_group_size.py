@@ -85,6 +85,7 @@ def test_auto_stops_where_the_group_would_not_fit_in_memory(tmp_path, mnist, mon
     assert "4 would not fit in memory" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_an_auto_grid_trains_in_the_groups_it_measured_and_resumes_a_lone_checkpoint(
         tmp_path, mnist, monkeypatch, capsys):

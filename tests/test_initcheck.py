@@ -39,6 +39,7 @@ def test_fnn_biases_reach_the_next_layer_and_nothing_is_warned(mnist):
     assert kzero.init_warning(check, "fnn", "zero_normal") is None
 
 
+@pytest.mark.slow
 def test_cifar_cnn_batch_norms_remove_the_zero_kernel_convs_output(cifar10):
     model = build_model("cifar10", "cnn", init="zero_normal", seed=0)
     check = kzero.check_init(model, *probe(cifar10, "cifar10", "cnn"),
@@ -72,6 +73,7 @@ def resnet50_check(cifar10):
     return kzero.check_init(model, x, y, stages=kzero.MODELS.get("resnet50").stages)
 
 
+@pytest.mark.slow
 def test_resnet50_zero_normal_is_dead_below_the_logits(resnet50_check):
     check = resnet50_check
     # Of its 53 convs and 1 dense layer, the stem, conv2 and conv3 of 16
@@ -153,6 +155,7 @@ CENSUS = dict(dataset="cifar10", models=("cnn",), epochs=1, max_steps=12, grad_f
               save_model=False, max_examples=12 * 32, parallel_runs=1)
 
 
+@pytest.mark.slow
 def test_the_runner_warns_records_the_check_and_the_census(tmp_path, cifar10, capsys):
     grid = RunConfig(inits=("zero_normal", "zero_normal_bn"), output_dir=str(tmp_path),
                      experiment="census_cnn", **CENSUS)

@@ -146,6 +146,7 @@ def test_batch_norm_matches_keras_and_survives_constant_inputs():
     assert np.isfinite(out).all() and np.abs(out).max() < 0.1
 
 
+@pytest.mark.slow
 def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
     from kzero.config import RunConfig
     from kzero.gradients import gradient_function
@@ -194,6 +195,7 @@ print(keras.backend.backend())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_one_seed_gives_bit_identical_initial_weights_under_every_backend(tmp_path):
     backends = ["jax", "torch"] + (["tensorflow"] if importlib.util.find_spec("tensorflow")

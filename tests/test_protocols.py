@@ -90,6 +90,7 @@ def test_fixed_order_reuses_one_order_every_epoch(mnist):
         np.testing.assert_array_equal(train_data[step][1], train_data[steps + step][1])
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_a_holdout_run_writes_validation_metrics_to_csv_and_tensorboard(tmp_path, data_dir):
     run_cli(flagfile("mnist_fnn"), "--inits=zero_normal", "--runs=1", "--epochs=2",
@@ -111,6 +112,7 @@ def test_a_holdout_run_writes_validation_metrics_to_csv_and_tensorboard(tmp_path
     assert {"epoch/holdout_accuracy", "epoch/holdout_loss"} <= tags
 
 
+@pytest.mark.slow
 def test_holdout_accuracy_is_the_models_accuracy_on_the_held_out_images(tmp_path, mnist):
     config = RunConfig(init="zero_normal", bias_scale=1.0, epochs=1, max_examples=3000,
                        holdout=1000, record_gradients=False, record_symmetry=False)
@@ -183,6 +185,7 @@ def test_every_pipeline_pads_crops_with_the_fill(cifar10, pipeline):
         np.testing.assert_array_equal(images, reference[0][0])
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_the_runner_says_when_the_protocol_sets_the_epochs(tmp_path, mnist, capsys):
     from kzero.grid import run_grid

@@ -23,6 +23,7 @@ def kzero_run(*argv, **kwargs):
                             cwd=REPO, **kwargs)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--epochs=4", "--runs=1",
             "--max_examples=12000", f"--data_dir={data_dir}"]
@@ -66,6 +67,7 @@ def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
     assert [r["test_accuracy"] for r in rows] == [r["test_accuracy"] for r in uninterrupted]
 
 
+@pytest.mark.slow
 def test_a_killed_parallel_group_resumes_and_matches_an_uninterrupted_group(tmp_path, data_dir):
     from kzero.parallel import GROUP_CHECKPOINT
 
@@ -101,6 +103,7 @@ def test_a_killed_parallel_group_resumes_and_matches_an_uninterrupted_group(tmp_
     assert not (variant / "seed_0" / GROUP_CHECKPOINT).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_an_unreadable_group_checkpoint_is_kept_aside_and_the_group_trains_again(
         tmp_path, mnist, capsys):
@@ -139,6 +142,7 @@ def receive_sigint_as_from_a_terminal():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
+@pytest.mark.slow
 def test_interrupt_exits_cleanly_and_keeps_finished_epochs(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=fnn", "--inits=lecun", "--epochs=20", "--runs=1",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
@@ -164,6 +168,7 @@ def config(**overrides):
     return config
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path, mnist):
     train(config(), str(tmp_path / "a"), mnist)
     train(config(), str(tmp_path / "b"), mnist)
@@ -174,6 +179,7 @@ def test_same_seed_gives_identical_metrics(tmp_path, mnist):
     assert [r["test_loss"] for r in a] != [r["test_loss"] for r in c]
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
     # Biases N(0, 1) x 1e38 overflow float32 at once: the loss is NaN from step 1.
     process = kzero_run("--dataset=mnist", "--model=fnn", "--inits=zero_normal,lecun",
@@ -192,6 +198,7 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
     assert healthy["status"] == "finished" and healthy["epochs_completed"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_two_runners_on_one_output_dir_train_each_run_once(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--epochs=2",
@@ -236,6 +243,7 @@ def test_corrupt_dataset_fails_before_anything_is_written(tmp_path, data_dir):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, mnist, capsys):
     """A checkpoint truncated as a storage fault would leave it: the run says
     so in one line, keeps the file as checkpoint.keras.corrupt, trains again

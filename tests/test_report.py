@@ -220,6 +220,7 @@ def test_runs_drawn_with_the_backends_own_init_are_marked(tmp_path):
             in (tmp_path / "out" / "report.md").read_text())
 
 
+@pytest.mark.slow
 def test_a_fresh_two_epoch_run_is_shown_and_not_compared(tmp_path, data_dir):
     from test_run import flagfile, run_cli
 
@@ -238,6 +239,7 @@ def test_a_fresh_two_epoch_run_is_shown_and_not_compared(tmp_path, data_dir):
     assert "Measured from these rows" not in text  # nothing comparable to measure
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_the_committed_report_regenerates_from_the_committed_runs(tmp_path):
     """docs/results/report.md and results.csv are what `python -m kzero.report

@@ -136,6 +136,7 @@ def test_every_flagfile_runs_one_epoch_on_a_subset(name, tmp_path, data_dir):
         check_run_dir(workdir, epochs=1)
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_the_beyond_flagfiles_make_their_grids_and_the_deepest_mlp_trains(tmp_path, data_dir):
     from kzero.grid import expand
@@ -177,6 +178,11 @@ def check_run_dir(workdir, epochs, backend=None):
     return config, rows
 
 
+# ResNet-50 takes minutes to compile under jax; the residual family trains under
+# every backend in the fast tier below (resnet20), and ResNet-50's init check
+# runs under every backend in test_initcheck.py.
+@pytest.mark.slow
+@pytest.mark.once
 def test_resnet50_flagfile_trains_steps(tmp_path, data_dir):
     run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--inits=lecun",
             "--max_examples=32", "--batch_size=16", f"--data_dir={data_dir}",
@@ -187,6 +193,34 @@ def test_resnet50_flagfile_trains_steps(tmp_path, data_dir):
     assert np.isfinite(float(rows[0]["loss"]))
 
 
+# One trained run of each model family, on a few hundred examples, under each
+# backend: the fast tier's end-to-end check of the runner, models and records.
+FAMILIES = [("mnist", "logreg"), ("mnist", "fnn"), ("mnist", "mlp"), ("mnist", "cnn"),
+            ("cifar10", "resnet20")]
+
+
+@pytest.mark.parametrize("dataset,model", FAMILIES)
+def test_each_model_family_learns_from_a_few_hundred_examples(tmp_path, data_dir, dataset,
+                                                               model):
+    run_cli("--experiment=family", f"--dataset={dataset}", f"--model={model}",
+            "--inits=zero_normal", "--epochs=2", "--runs=1", "--max_examples=320",
+            "--batch_size=32", "--parallel_runs=1", "--nosave_model",
+            f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
+    (workdir,) = run_dirs(tmp_path / "family")
+    config, rows = check_run_dir(workdir, epochs=2)
+    assert (config["dataset"], config["model"], config["init"]) == (dataset, model,
+                                                                     "zero_normal")
+    losses = [float(row["loss"]) for row in rows]
+    assert np.isfinite(losses).all() and losses[1] < losses[0], losses
+    # Zero kernels wake from the output back: the logits' at the first step.
+    summary = read_json(os.path.join(workdir, "summary.json"))
+    assert summary["awakening_step"]["logits"] == 1
+    erased = bool(summary["init_check"]["erased_symmetry_breaking"])
+    # Of these, only the ResNet puts a batch norm after a biased conv (the
+    # MNIST CNN has none).
+    assert erased == (model == "resnet20"), summary["init_check"]
+
+
 def fnn_config(init, **overrides):
     config = dict(dataset="mnist", model="fnn", init=init, bias_scale=1.0, activation="elu",
                   seed=0, epochs=1, batch_size=128, learning_rate=1e-3)
@@ -194,6 +228,7 @@ def fnn_config(init, **overrides):
     return config
 
 
+@pytest.mark.slow
 def test_one_epoch_mnist_fnn_matches_the_paper(tmp_path, mnist):
     # Paper, Figure 3, epoch 1: about 0.93 (reference) and 0.92 (zero + N(0,1) bias).
     _, lecun = train(fnn_config("lecun", bias_scale=None), str(tmp_path / "lecun"), mnist)
@@ -202,6 +237,7 @@ def test_one_epoch_mnist_fnn_matches_the_paper(tmp_path, mnist):
     assert zero_normal["final_test_accuracy"] >= 0.89
 
 
+@pytest.mark.slow
 def test_a_finished_run_keeps_a_model_that_gives_its_final_test_accuracy(tmp_path, mnist):
     config = fnn_config("lecun", bias_scale=None, epochs=2, max_examples=1024,
                         record_gradients=False)
@@ -226,6 +262,7 @@ print(type(model.get_layer("dense1").bias_initializer).__name__)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.once
 @pytest.mark.parametrize("init,preamble,initializer", [
     ("lecun", "import kzero", "FanInUniform"),
@@ -244,6 +281,7 @@ def test_a_runs_model_loads_in_a_fresh_process(tmp_path, mnist, init, preamble, 
     assert result.stdout.split() == [initializer]
 
 
+@pytest.mark.slow
 def test_pure_zero_fnn_is_stuck_at_the_class_prior(tmp_path, mnist):
     model, summary = train(fnn_config("zero", bias_scale=None), str(tmp_path), mnist)
     # ELU(0) = 0 in every hidden unit: only the output bias learns, so the model
@@ -268,6 +306,7 @@ def test_tensorboard_scalars_read_back_with_tensorboards_reader(tmp_path, mnist)
                                [float(r["test_accuracy"]) for r in rows], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
         tmp_path, data_dir, capsys):
     argv = [flagfile("mnist_fnn"), "--epochs=2", "--runs=2", "--inits=zero_uniform",
@@ -359,7 +398,7 @@ def run_cli_exit(capsys, *argv):
 @pytest.mark.once
 @pytest.mark.parametrize("argv,message", [
     (["--sead=1"], "Unknown command line flag 'sead'"),
-    (["--epochs=0"], "--epochs=0: must be at least 1"),
+    pytest.param(["--epochs=0"], "--epochs=0: must be at least 1", marks=pytest.mark.slow),
 ])
 def test_a_bad_flag_in_a_shell_is_one_line_and_exit_code_2(tmp_path, argv, message):
     # The in-process cases above, through the interpreter and absl's app.run,
@@ -374,6 +413,7 @@ def test_a_bad_flag_in_a_shell_is_one_line_and_exit_code_2(tmp_path, argv, messa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_missing_dataset_file_fails_in_one_line(tmp_path):
     result = subprocess.run(
@@ -424,6 +464,7 @@ PathFinder.find_spec = staticmethod(_find_spec_without_tensorflow)
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.once
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_runs_without_tensorflow(tmp_path, data_dir, backend):
@@ -447,6 +488,7 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
     assert "--pipeline=tf: TensorFlow is not installed" in blocked.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_shards_cover_the_grid_once_and_the_report_merges_them(tmp_path, data_dir):
     from kzero.report import report
@@ -467,6 +509,7 @@ def test_shards_cover_the_grid_once_and_the_report_merges_them(tmp_path, data_di
         assert stats[("mnist_logreg", variant)]["rows"][-1]["n"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_distribution_needs_the_jax_backend_and_a_batch_that_splits_evenly(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="torch")
@@ -497,6 +540,7 @@ print(json.dumps({"devices": jax.device_count(),
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="DataParallel is a jax feature")
 def test_data_parallel_on_two_devices_matches_one_device(tmp_path, data_dir, mnist):
     config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
@@ -518,6 +562,7 @@ def test_data_parallel_on_two_devices_matches_one_device(tmp_path, data_dir, mni
                                    [float(r[column]) for r in one], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
     config = dict(dataset="mnist", model="fnn", init="lecun", bias_scale=None, activation="elu",
                   seed=0, epochs=1, batch_size=128, learning_rate=1e-3, max_examples=2048,
@@ -529,6 +574,7 @@ def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
     assert summary["status"] == "finished" and summary["final_test_accuracy"] > 0.6
 
 
+@pytest.mark.slow
 def test_jit_compile_either_way_trains_to_the_same_metrics(tmp_path, mnist):
     # The setting that "auto" does not pick here: eager under jax, XLA under
     # tensorflow on a CPU, torch.compile under torch.
@@ -546,6 +592,7 @@ def test_jit_compile_either_way_trains_to_the_same_metrics(tmp_path, mnist):
                                    [float(r[column]) for r in rows[0]], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
     # 2,000 examples end in a partial batch of 80, as MNIST and CIFAR-10 do:
     # Keras' per-output losses under tensorflow weigh it like a whole batch.
@@ -597,6 +644,7 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
         assert len(glob.glob(str(together / "events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow
 def test_a_group_honours_precision_optimizer_and_activation(tmp_path, data_dir):
     # Under tensorflow a group once trained in float32 whatever --precision said.
     common = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--runs=2", "--epochs=1",

@@ -13,6 +13,9 @@ from kzero.io import read_csv, read_json
 
 from conftest import REPO
 
+# Each script runs end to end in its own interpreter: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def run_script(*argv, env=None, returncode=0):
     result = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
@@ -115,7 +118,6 @@ def test_grid_bench_counts_the_arithmetic_and_times_both_ways(data_dir):
         result["grouped_run_epochs_per_s"] / result["single_run_epochs_per_s"], rel=0.01)
 
 
-@pytest.mark.slow
 @pytest.mark.once
 def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
     env = {**os.environ, "KZERO_DATA_DIR": data_dir}
@@ -134,8 +136,8 @@ def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
         assert read_json(workdir / "summary.json")["init_check"]["erased_symmetry_breaking"]
         assert len(read_csv(workdir / "steps.csv")) == 2
     assert {p.name for p in (tmp_path / "census_resnet50_jax").iterdir()} >= {
-        "resnet20_zero_normal_bn_x1_2steps", "resnet20_zero_normal_x1_paper_code_2steps"}
+        "cnn_zero_normal_bn_x1_2steps", "cnn_zero_normal_x1_paper_code_2steps"}
     for variant in ("lecun", "zero_normal_x1", "zero_normal_bn_x1"):
-        summary = read_json(tmp_path / "cifar_resnet50" / f"resnet20_{variant}" / "seed_0"
+        summary = read_json(tmp_path / "cifar_resnet50" / f"cnn_{variant}" / "seed_0"
                             / "summary.json")
         assert summary["status"] == "finished"
