@@ -112,8 +112,9 @@ class RunConfig:
         variant per rate, named `_lr<rate>`; none: `learning_rate` alone),
         precisions (a variant per precision; none: `precision` alone),
         runs, base_seed,
-        parallel_runs (R runs of one architecture per group, or "auto": the
-        size measured fastest here, `kzero.group_size`), output_dir,
+        parallel_runs (1, the default: run by run; R runs of one
+        architecture per group; or "auto": the size measured fastest here,
+        `kzero.group_size`), output_dir,
         overwrite, shard; and extensions, the
         Python modules the runner imported first (they register datasets,
         models, schemes or optimizers).
@@ -171,7 +172,7 @@ class RunConfig:
     precisions: tuple = ()
     runs: int = 5
     base_seed: Optional[int] = None
-    parallel_runs: int | str = "auto"
+    parallel_runs: int | str = 1
     output_dir: str = "runs"
     overwrite: bool = False
     shard: Optional[str] = None

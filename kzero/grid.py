@@ -26,7 +26,7 @@ from kzero.datasets import load_dataset
 from kzero.initializers import get_scheme
 from kzero.io import read_json
 from kzero.models import MODELS
-from kzero.progress import GridProgress, slow_backend_hint
+from kzero.progress import GridProgress
 from kzero.quiet import has_tensorflow
 from kzero.train import CHECKPOINT, train
 
@@ -143,9 +143,6 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
                                  if run.epochs != grid.epochs}):
         _say(f"kzero: --protocol={grid.protocol} trains {model} on {grid.dataset} for {epochs} "
              f"epochs, not --epochs={grid.epochs} (kzero.protocols)")
-    for hint in sorted({slow_backend_hint(MODELS.get(run.model).convolutional) for run in runs}
-                       - {None}):
-        _say(hint)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"

@@ -227,8 +227,6 @@ class ModelSpec:
         normalize: the model wants per-channel normalised inputs.
         augment: the model trains on pad-4 random crops and horizontal flips.
         channels: the image channels it is defined for (None: any).
-        convolutional: it has convolutions (for the runner's hint on slow
-            backends).
         options: what else `build` takes as keyword arguments, with their
             defaults; the `RunConfig` fields `depth` and `width` (`--depth`,
             `--width`) set those of these names.
@@ -244,7 +242,6 @@ class ModelSpec:
     normalize: bool = False
     augment: bool = False
     channels: Optional[int] = None
-    convolutional: bool = False
     options: dict = dataclasses.field(default_factory=dict)
     stages: tuple = ()
 
@@ -266,6 +263,8 @@ def register_model(spec, replace=False):
 
 register_model(ModelSpec("logreg", _logreg, "logistic regression, the paper's baseline"))
 register_model(ModelSpec("fnn", _fnn, "the paper's FNN: 500 units (MNIST), or 512-256-128"))
+
+
 def _mlp(f, x, num_classes, depth, width):
     x = keras.layers.Flatten(name="flatten")(x)
     for i in range(1, depth + 1):
@@ -273,15 +272,14 @@ def _mlp(f, x, num_classes, depth, width):
     return f.dense(x, num_classes, "logits", activate=False)
 
 
-register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)", convolutional=True,
+register_model(ModelSpec("cnn", _cnn, "the paper's CNN (Tables 1 and 2)",
                          stages=("bn1", "bn2", "bn3", "dense1", "dense2")))
 register_model(ModelSpec("resnet50", _resnet50, "bias-enabled ELU ResNet-50 (CIFAR-10)",
-                         normalize=True, augment=True, channels=3, convolutional=True,
+                         normalize=True, augment=True, channels=3,
                          stages=("stem_bn", "stem_act", "stage1_block3_out", "stage2_block4_out",
                                  "stage3_block6_out", "stage4_block3_out")))
 register_model(ModelSpec("resnet20", _resnet20, "bias-enabled ELU ResNet-20 (CIFAR-10), "
                          "the residual net a CPU trains", normalize=True, augment=True, channels=3,
-                         convolutional=True,
                          stages=("stem_bn", "stem_act", "stage1_block3_out", "stage2_block3_out",
                                  "stage3_block3_out")))
 register_model(ModelSpec("mlp", _mlp, "`depth` hidden dense layers of `width` units (--depth, "

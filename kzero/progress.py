@@ -1,13 +1,12 @@
 """Grid-level progress: one line per finished epoch of any run, with runs and
 run-epochs done of the grid's total and, from the first finished epoch on, an
-estimate of the time left; and, at the start, a hint where the backend is
-known to be slow for the model on this machine."""
+estimate of the time left."""
 
 import time
 
 import keras
 
-__all__ = ["GridProgress", "slow_backend_hint"]
+__all__ = ["GridProgress"]
 
 
 def _duration(seconds):
@@ -82,32 +81,3 @@ class _EpochReporter(keras.callbacks.Callback):
             self.progress.done[id(run)] = max(self.progress.done[id(run)], epoch + 1)
             self.progress.trained += 1
         self.progress.epoch_finished(self.runs[-1], epoch + 1)
-
-
-# (backend, platform, convolutional model) -> what was measured on such a
-# machine, from the README's "Measuring speed".
-_SLOW = {
-    ("jax", "cpu", True): "jax's convolutions on a CPU trained the CIFAR CNN at half the speed "
-                          "of tensorflow's (162 against 323 images/s, README \"Measuring "
-                          "speed\"): KERAS_BACKEND=tensorflow may finish sooner",
-}
-
-
-def _platform():
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.default_backend()
-    if keras.backend.backend() == "torch":
-        import torch
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-    return keras.backend.backend()
-
-
-def slow_backend_hint(convolutional):
-    """One line naming a faster backend where this one is known to be slow
-    for a model with (or without) convolutions on this platform, else None."""
-    hint = _SLOW.get((keras.backend.backend(), _platform(), convolutional))
-    return None if hint is None else f"kzero: hint: {hint}"

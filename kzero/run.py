@@ -77,10 +77,11 @@ flags.DEFINE_list("learning_rates", [], "Several learning rates, a variant each 
                   "_lr<rate>); overrides --learning_rate.")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay; default the optimizer's own "
                    "(0; 0.01 for adamw).")
-flags.DEFINE_string("parallel_runs", "auto", "auto: for each architecture, the number of its "
-                    "runs (any init scheme, bias scale and seed) trained at once as one model "
-                    "of replicas that a short measurement finds fastest here (1 for small "
-                    "grids); R: up to R at once; 1: run by run. Each replica records its own "
+flags.DEFINE_string("parallel_runs", "1", "1: run by run (the default: the same digits on "
+                    "any machine); R: up to R runs of one architecture (any init scheme, bias "
+                    "scale and seed) trained at once as one model of replicas, equal to separate "
+                    "runs to float rounding; auto: the group size a short measurement finds "
+                    "fastest here (worth it on a GPU). Each replica records its own "
                     "diagnostics, and a killed group resumes after its last finished epoch.")
 flags.DEFINE_string("distribution", "none", "none, or data_parallel: split each batch over all "
                     "local devices (keras.distribution.DataParallel; jax backend only).")

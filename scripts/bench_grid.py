@@ -6,7 +6,7 @@
 Takes every flag of `python -m kzero.run` (a flagfile included) and trains the
 grid twice into temporary directories, diagnostics on as the flags say: run
 by run (`--parallel_runs=1`), and in groups of `--group_size` runs: by
-default `auto`, the runner's default, which measures the group sizes and
+default `auto`, the runner's opt-in, which measures the group sizes and
 takes the fastest (here whatever the grid's size: its timing is part of the
 grouped wall time, and what it measured is in `auto_choice`); 0: all the runs
 of one architecture. It prints the grid's run-epochs per second

@@ -83,18 +83,6 @@ def test_grid_progress_counts_skipped_resumed_and_grouped_runs():
     assert len(lines) == 11
 
 
-def test_slow_backend_hint_names_only_what_was_measured():
-    import keras
-    from kzero.progress import slow_backend_hint
-
-    assert slow_backend_hint(False) is None
-    hint = slow_backend_hint(True)
-    if keras.backend.backend() == "jax":
-        assert hint.startswith("kzero: hint: jax's convolutions on a CPU") and "323" in hint
-    else:
-        assert hint is None
-
-
 @pytest.mark.slow
 @pytest.mark.once
 def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir):

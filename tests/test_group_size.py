@@ -96,7 +96,7 @@ def test_an_auto_grid_trains_in_the_groups_it_measured_and_resumes_a_lone_checkp
 
     monkeypatch.setattr(group_size, "MIN_RUN_STEPS", 0)
     grid = RunConfig(inits=("lecun", "zero_normal"), runs=2, epochs=2, max_examples=1024,
-                     output_dir=str(tmp_path / "runs"), experiment="auto",
+                     parallel_runs="auto", output_dir=str(tmp_path / "runs"), experiment="auto",
                      record_gradients=False, record_symmetry=False, record_activations=False)
     variant = tmp_path / "runs" / "auto" / "fnn_zero_normal_x1"
     # zero_normal seed 1 was trained run by run for one epoch, then stopped.

@@ -438,6 +438,8 @@ def test_every_flag_is_a_config_field_with_the_same_default():
                      "extensions"):
             default = tuple(float(v) for v in default) if field in (
                 "bias_scales", "learning_rates") else tuple(default)
+        if field == "parallel_runs":  # a string flag ("1" or "auto"), as the config reads it
+            default = RunConfig(parallel_runs=default).parallel_runs
         expected = 0 if field == "base_seed" else getattr(defaults, field)
         if field in SETTINGS:  # None: the protocol's, as the config's field says
             expected = RunConfig.__dataclass_fields__[field].default
