@@ -1,9 +1,10 @@
 """TensorFlow, where it is imported at all, without its C++ start-up lines.
 
-TensorFlow's native start-up lines (oneDNN, the CUDA stub, cuInit) go to the
-process's stderr before TF_CPP_MIN_LOG_LEVEL takes effect, so kzero imports
-TensorFlow itself, with file descriptor 2 pointed at /dev/null for the
-import. Under jax and torch, Keras imports TensorFlow when it saves a model,
+TensorFlow's native start-up lines (oneDNN, the CUDA stub, and cuInit's
+failure on a machine without a GPU, logged when the devices are first listed)
+go to the process's stderr before TF_CPP_MIN_LOG_LEVEL takes effect, so kzero
+imports TensorFlow itself and lists its devices, with file descriptor 2
+pointed at /dev/null for both. Under jax and torch, Keras imports TensorFlow when it saves a model,
 wherever TensorFlow is installed (its serializer checks for tf.TensorShape):
 kzero imports it first, quietly. Only the native lines are silenced: Python
 exceptions are not, and an installation that fails to import counts as none,
@@ -49,6 +50,7 @@ def import_tensorflow():
     try:
         with _native_stderr_to_devnull():
             import tensorflow
+            tensorflow.config.list_physical_devices()
     except ImportError:
         return None
     return tensorflow

@@ -44,8 +44,10 @@ def test_help_exits_0_and_names_the_flagfiles():
 
 @pytest.mark.slow
 @pytest.mark.once
-def test_a_jax_run_prints_only_kzeros_and_keras_lines(tmp_path, data_dir):
-    env = dict(os.environ, KERAS_BACKEND="jax")
+@pytest.mark.parametrize("backend", ["jax", pytest.param("tensorflow",
+                                                         marks=pytest.mark.needs_tensorflow)])
+def test_a_run_prints_only_kzeros_and_keras_lines(tmp_path, data_dir, backend):
+    env = dict(os.environ, KERAS_BACKEND=backend)
     result = kzero_run("--flagfile=flags/mnist_fnn.flags", "--epochs=1", "--runs=1",
                        "--max_examples=2048", f"--data_dir={data_dir}",
                        f"--output_dir={tmp_path}", env=env)
@@ -55,6 +57,31 @@ def test_a_jax_run_prints_only_kzeros_and_keras_lines(tmp_path, data_dir):
     assert strays == [] and len(lines) == 1 + 3 * 4  # training, Keras, grid, result per run
     grid = [line.split(", about")[0] for line in lines if line.startswith("kzero: grid")]
     assert grid == [f"kzero: grid {k}/3 runs, {k}/3 run-epochs done" for k in (1, 2, 3)]
+
+
+# A user's script under Keras' default backend, tensorflow: kzero imported first
+# silences TensorFlow's native start-up lines, device discovery included.
+USERS_SCRIPT = """
+import kzero
+import keras
+import tensorflow as tf
+model = kzero.build_model("mnist", "fnn", init="zero_normal", seed=0)
+print(keras.ops.convert_to_numpy(model(tf.zeros((1, 28, 28, 1)))).shape)
+print(len(tf.config.list_physical_devices()) > 0)
+"""
+
+
+@pytest.mark.once
+@pytest.mark.needs_tensorflow
+def test_import_kzero_in_a_users_script_prints_nothing_of_tensorflows(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND",
+                                                           "TF_CPP_MIN_LOG_LEVEL")}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json: Keras' default backend
+    result = subprocess.run([sys.executable, "-c", USERS_SCRIPT], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["(1,", "10)", "True"] and result.stderr == "", \
+        result.stderr
 
 
 @pytest.mark.once
