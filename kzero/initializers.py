@@ -175,7 +175,7 @@ class Scheme:
 
     Args:
         name: registry name.
-        description: one line for `--helpfull` and the README.
+        description: one line for `--helpfull` and docs/running.md.
         make: `make(fan_in, bias_scale, kernel_seed, bias_seed)` returning a
             `(kernel_initializer, bias_initializer)` pair.
         uses_bias_scale: whether `bias_scale` changes anything; schemes that

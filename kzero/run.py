@@ -40,10 +40,10 @@ flags.DEFINE_integer("width", None, "Units per hidden layer of --model=mlp; defa
 flags.DEFINE_string("activation", "elu",
                     f"Activation after every layer but the last: {', '.join(ACTIVATIONS)}.")
 flags.DEFINE_list("extensions", [], "Python modules to import first, which register datasets, "
-                  "models, schemes or optimizers of their own (see the README).")
+                  "models, schemes or optimizers of their own (docs/library.md).")
 flags.DEFINE_string("init_scope", "all", "Layers the init scheme reaches: all, or paper_code (only "
                     "the stem conv and the last layer, as in the paper's public ResNet-50 code).")
-# Where the paper's text is silent (kzero.protocols, README "Reproducing the paper exactly").
+# Where the paper's text is silent (kzero.protocols, docs/reproducing.md).
 flags.DEFINE_string("protocol", "paper_text", f"{', '.join(PROTOCOLS)}: what the paper states, "
                     "or what the authors' code does; the five flags below override its items.")
 flags.DEFINE_integer("holdout", None, "Training examples held out per run as a validation split "
@@ -111,6 +111,61 @@ flags.DEFINE_boolean("overwrite", False, "Redo runs that already finished.")
 flags.DEFINE_string("shard", None, "i/n: train only runs i, i+n, i+2n, ... of the grid (from 0), "
                     "so that n jobs of a cluster array cover it; kzero.report merges them.")
 
+# The flags by purpose, in the order --help and docs/flags.md show them.
+FLAG_GROUPS = {
+    "What to train": ["experiment", "dataset", "model", "inits", "bias_scales", "depth",
+                      "width", "activation", "init_scope", "extensions"],
+    "The paper's protocol (docs/reproducing.md)": ["protocol", "holdout", "order",
+                                                   "bn_statistics", "normalization_std",
+                                                   "crop_fill"],
+    "How to train": ["epochs", "runs", "seed", "batch_size", "optimizer", "learning_rate",
+                     "learning_rates", "weight_decay", "precision", "precisions",
+                     "max_examples", "max_steps", "bn_epsilon", "bn_exact_mean"],
+    "What each run records": ["record_gradients", "grad_first_steps", "grad_every",
+                              "record_symmetry", "record_activations", "save_model"],
+    "How to run the grid": ["parallel_runs", "distribution", "jit_compile", "pipeline",
+                            "shard"],
+    "Where": ["data_dir", "output_dir", "overwrite"],
+}
+
+
+def _default_text(flag):
+    if flag.default is None or flag.default == []:
+        return "none"
+    if isinstance(flag.default, bool):
+        return "true" if flag.default else "false"
+    if isinstance(flag.default, list):
+        return ",".join(map(str, flag.default))
+    return str(flag.default)
+
+
+def flags_help():
+    """--help's flag section: the flags by purpose, each with its default."""
+    lines = []
+    for group, names in FLAG_GROUPS.items():
+        lines += ["", f"{group}:"] if lines else [f"{group}:"]
+        for name in names:
+            lines.append(f"  --{name}={_default_text(FLAGS[name])}")
+            lines.append(f"      {FLAGS[name].help}")
+    return "\n".join(lines)
+
+
+def flags_markdown():
+    """docs/flags.md, from the flags themselves (scripts/flags_doc.py writes it)."""
+    lines = ["# Flags", "",
+             "Every flag of `python -m kzero.run` (`kzero-run`), by purpose, with its default "
+             "and its one description. Generated from `kzero/run.py` by "
+             "`python scripts/flags_doc.py > docs/flags.md`; a test keeps the two in step. "
+             "A flagfile (`--flagfile=flags/NAME.flags`, or `--flagfile=NAME`) is a list of "
+             "these; flags after it override it."]
+    for group, names in FLAG_GROUPS.items():
+        lines += ["", f"## {group}", "", "| flag | default | meaning |", "| --- | --- | --- |"]
+        for name in names:
+            text = FLAGS[name].help.replace("|", "\\|")
+            lines.append(f"| `--{name}` | `{_default_text(FLAGS[name])}` | {text} |")
+    return "\n".join(lines) + "\n"
+
+
 # The RunConfig fields whose flag has another name; every other flag is its field.
 FIELD_OF_FLAG = {"model": "models", "seed": "base_seed", "depth": "depths"}
 FLAG_OF_FIELD = {**{field: flag for flag, field in FIELD_OF_FLAG.items()}, "seed": "seed"}
@@ -175,9 +230,9 @@ HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 def _print_help():
     names = ", ".join(paper_experiments())
-    print(f"{__doc__.strip()}\n\nThe paper's experiments, by flagfile name (README, "
-          f"'Running experiments'):\n  {names}\n\nFlags:\n"
-          f"{FLAGS.module_help(sys.modules[__name__])}")
+    print(f"{__doc__.strip()}\n\nThe paper's experiments, by flagfile name "
+          f"(docs/running.md):\n  {names}\n\n{flags_help()}\n\nEvery flag, as a table: "
+          "docs/flags.md.")
 
 
 def _parse_flags(argv):

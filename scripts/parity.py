@@ -33,7 +33,7 @@ flags.DEFINE_integer("epochs", 3, "Epochs per run.")
 flags.DEFINE_float("tolerance", 0.005, "Largest allowed spread of the backends' means.")
 flags.DEFINE_integer("max_examples", None, "First N examples of each split (quick tries).")
 flags.DEFINE_boolean("paired", False, "Compare each seed's epoch-1 metrics across backends.")
-# From a measurement on this CPU (README, "Backend parity"): 3 seeds x 2 inits of the MNIST
+# From a measurement on this CPU (docs/testing.md, "Backend parity"): 3 seeds x 2 inits of the MNIST
 # FNN, epoch 1, agreed to 6.2e-7 in relative loss and exactly in accuracy across the backends.
 flags.DEFINE_float("loss_tolerance", 1e-5, "--paired: largest allowed spread across backends "
                    "of a seed's epoch-1 losses, relative to their mean.")

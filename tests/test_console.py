@@ -39,7 +39,7 @@ def test_help_exits_0_and_names_the_flagfiles():
     result = kzero_run("--help")
     assert result.returncode == 0, result.stderr
     assert "mnist_cnn, mnist_cnn_precision, mnist_cnn_scaled, mnist_fnn" in result.stdout
-    assert "Running experiments" in result.stdout and "--parallel_runs" in result.stdout
+    assert "docs/running.md" in result.stdout and "--parallel_runs" in result.stdout
 
 
 @pytest.mark.slow

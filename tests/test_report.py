@@ -367,3 +367,27 @@ def test_the_gap_studies_say_what_moves_the_gap(tmp_path):
     # The study's figure: accuracy and gap against the learning rate, linked.
     assert "![beyond_gap_lr_mnist](beyond_gap_lr_mnist.png)" in section
     assert read_png(tmp_path / "out" / "beyond_gap_lr_mnist.png").shape[:2] == (440, 1100)
+
+
+README_ROWS = {("3", "MNIST FNN"): ("mnist_fnn", "fnn"), ("5", "MNIST CNN"): ("mnist_cnn", "cnn"),
+               ("8", "CIFAR-10 FNN"): ("cifar_fnn", "fnn")}
+
+
+def test_the_readmes_results_table_is_the_committed_reports():
+    """Each row of the README's headline table is the final epoch of its variant
+    in docs/results/results.csv: mean and 95% half-width, as the report prints."""
+    from conftest import REPO
+
+    text = open(os.path.join(REPO, "README.md")).read()
+    table = text.split("## Results", 1)[1].split("\n\n")[2]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    final = {}
+    for row in read_csv(os.path.join(REPO, "docs", "results", "results.csv")):
+        final[(row["experiment"], row["variant"])] = row  # epochs ascend: the last stays
+    assert len(rows) == 7
+    for figure, model, init, _, measured in rows:
+        experiment, prefix = README_ROWS[(figure.strip("| "), model)]
+        variant = f"{prefix}_{init.split()[0]}" + ("" if init.startswith("lecun") else "_x1")
+        row = final[(experiment, variant)]
+        half = (float(row["ci_high"]) - float(row["ci_low"])) / 2
+        assert measured.strip(" |") == f"{float(row['mean']):.4f} ± {half:.4f}", variant

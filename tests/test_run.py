@@ -425,6 +425,17 @@ def test_missing_dataset_file_fails_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_help_and_docs_flags_md_show_every_flag_once_by_purpose():
+    names = [f.name for f in flags.FLAGS.get_flags_for_module(run)]
+    grouped = [name for group in run.FLAG_GROUPS.values() for name in group]
+    assert sorted(grouped) == sorted(names)
+    with open(os.path.join(REPO, "docs", "flags.md")) as f:
+        assert f.read() == run.flags_markdown(), \
+            "docs/flags.md is stale: python scripts/flags_doc.py > docs/flags.md"
+    # No empty default shows as '' (--depth).
+    assert "--depth=none" in run.flags_help() and "''" not in run.flags_help()
+
+
 def test_every_flag_is_a_config_field_with_the_same_default():
     from kzero.callbacks import DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS
 
