@@ -5,6 +5,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -225,3 +227,17 @@ def test_only_the_runner_reads_flags():
     for name in sorted(os.listdir(os.path.join(REPO, "kzero"))):
         if name.endswith(".py") and name != "run.py":
             assert "FLAGS" not in open(os.path.join(REPO, "kzero", name)).read(), name
+
+
+CORE_IMPORTS = """
+import sys
+import kzero, kzero.models, kzero.train, kzero.grid, kzero.run, kzero.initializers
+print(sorted(m for m in sys.modules if m.startswith("kzero.analysis") or m == "kzero.report"))
+"""
+
+
+def test_the_core_imports_nothing_of_the_analysis():
+    result = subprocess.run([sys.executable, "-c", CORE_IMPORTS], capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[]"], result.stdout

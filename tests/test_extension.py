@@ -14,7 +14,7 @@ import pytest
 import blobs_extension  # noqa: F401  registers blobs, tiny_mlp and zero_half_normal
 from kzero import datasets
 from kzero.io import read_csv, read_json
-from kzero.report import plot_experiment, report
+from kzero.analysis.report import plot_experiment, report
 
 from conftest import REPO
 from test_run import run_cli, run_dirs

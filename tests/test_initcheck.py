@@ -1,8 +1,6 @@
 """The init check (kzero.check_init), the zero_normal_bn scheme that carries
 random biases through batch norm, and the first-steps census they feed."""
 
-import json
-import os
 
 import keras
 import numpy as np
@@ -12,10 +10,10 @@ import kzero
 from kzero.config import RunConfig
 from kzero.grid import run_grid
 from kzero.initcheck import erasing_normalizations, input_dependence
-from kzero.first_steps import first_steps_section
+from kzero.analysis.first_steps import first_steps_section
 from kzero.io import read_csv, read_json
 from kzero.models import build_model
-from kzero.report import collect
+from kzero.analysis.report import collect
 from kzero.train import run_probe
 
 

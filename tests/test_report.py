@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kzero.io import read_csv, read_json, write_csv, write_json
-from kzero.report import (aggregate, collect, confidence_interval, plot_experiment,
+from kzero.analysis.report import (aggregate, collect, confidence_interval, plot_experiment,
                           plot_figure12, report)
 
 

@@ -18,7 +18,7 @@ from kzero.config import RunConfig
 from kzero.io import read_csv, read_json
 from kzero.protocols import SETTINGS
 from kzero.records import METRICS_COLUMNS
-from kzero.report import PAPER
+from kzero.analysis.paper import PAPER
 from kzero.train import train
 
 from conftest import REPO
@@ -46,14 +46,14 @@ def flagfile(name):
     return f"--flagfile={os.path.join(REPO, 'flags', name + '.flags')}"
 
 
-# The studies beyond the paper (kzero.beyond), with the runs each flagfile's grid has.
+# The studies beyond the paper (kzero.analysis.beyond), with the runs each flagfile's grid has.
 BEYOND = {"beyond_bias_scale": 6 * 5, "beyond_depth": 5 * 3 * 5,
           **{f"beyond_gap_{study}_{dataset}": runs * 5
              for study, runs in (("epochs", 2), ("lr", 2 * 4), ("kernel", 4))
              for dataset in ("mnist", "cifar")}}
 
 
-# The first-steps census (kzero.first_steps): runs per grid, and the steps each records.
+# The first-steps census (kzero.analysis.first_steps): runs per grid, and the steps each records.
 CENSUS = {"census_cnn": (4 * 3, 30), "census_cnn_backends": (3, 30),
           "census_cnn_epsilon": (3, 30), "census_cnn_exact": (3, 30),
           "census_resnet20": (4 * 3, 20),
@@ -504,7 +504,7 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
 @pytest.mark.slow
 @pytest.mark.once
 def test_shards_cover_the_grid_once_and_the_report_merges_them(tmp_path, data_dir):
-    from kzero.report import report
+    from kzero.analysis.report import report
 
     common = ["--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--runs=3",
               "--epochs=1", "--max_examples=512", f"--data_dir={data_dir}"]

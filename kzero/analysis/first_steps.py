@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-from kzero.beyond import _csv, _figure, _interval, _mean
+from kzero.analysis.plots import figure
+from kzero.analysis.stats import interval_of, mean_of_finite, run_csv
 
 __all__ = ["CENSUS_PREFIX", "WOKEN_DEPENDENCE", "census_rows", "first_steps_section"]
 
@@ -59,9 +60,9 @@ def census_rows(runs_by_key):
         for run in runs:
             if run.summary is None:
                 continue
-            gradients = _csv(run, "gradients.csv")
-            stages = _csv(run, "stages.csv")
-            losses = [row["loss"] for row in _csv(run, "steps.csv")]
+            gradients = run_csv(run, "gradients.csv")
+            stages = run_csv(run, "stages.csv")
+            losses = [row["loss"] for row in run_csv(run, "steps.csv")]
             awakening = run.summary.get("awakening_step") or {}
             check = run.summary.get("init_check") or {}
             fraction = _fraction_with_gradient(gradients)
@@ -99,21 +100,21 @@ def _row(model, variant, backend, measured):
     steps = measured[0]["steps"]
     fractions_first = [m["fraction"].get(1, math.nan) for m in measured]
     fractions_last = [m["fraction"].get(steps, math.nan) for m in measured]
-    awake = f"{_mean([m['awake'] for m in measured]):.1f} of {measured[0]['kernels']}"
+    awake = f"{mean_of_finite([m['awake'] for m in measured]):.1f} of {measured[0]['kernels']}"
     last = [m["last_awake"] for m in measured if m["last_awake"] is not None]
     logits_step = [_first_dependent_step(m["stages"].get("logits", {})) for m in measured]
     dependent = [s for s in logits_step if s is not None]
-    first_loss = _mean([m["losses"][0] for m in measured if m["losses"]])
-    last_loss = _mean([m["losses"][-1] for m in measured if m["losses"]])
+    first_loss = mean_of_finite([m["losses"][0] for m in measured if m["losses"]])
+    last_loss = mean_of_finite([m["losses"][-1] for m in measured if m["losses"]])
     erased = measured[0]["erased"]
     return (f"| {model} | {variant} | {backend} | {len(measured)} | {steps} | "
             f"{erased} of {measured[0]['biased']} | "
-            f"{_mean(fractions_first):.3f} | {_mean(fractions_last):.3f} | {awake} | "
+            f"{mean_of_finite(fractions_first):.3f} | {mean_of_finite(fractions_last):.3f} | {awake} | "
             f"{max(last) if last else '-'} | "
             f"{len(dependent)} of {len(measured)}"
             f"{f' (step {min(dependent)}-{max(dependent)})' if dependent else ''} | "
-            f"{_mean(_final_dependence(measured)):.3g} | {first_loss:.3f} -> {last_loss:.3f} | "
-            f"{_interval([m['accuracy'] for m in measured])} |")
+            f"{mean_of_finite(_final_dependence(measured)):.3g} | {first_loss:.3f} -> {last_loss:.3f} | "
+            f"{interval_of([m['accuracy'] for m in measured])} |")
 
 
 def _answers(rows):
@@ -125,7 +126,7 @@ def _answers(rows):
                 "zero_normal_bn" in variant:
             continue
         steps = measured[0]["steps"]
-        awake = _mean([m["awake"] for m in measured])
+        awake = mean_of_finite([m["awake"] for m in measured])
         kernels = measured[0]["kernels"]
         dependent = sum(_first_dependent_step(m["stages"].get("logits", {})) is not None
                         for m in measured)
@@ -138,7 +139,7 @@ def _answers(rows):
             f"logits depend on the input (input dependence > {WOKEN_DEPENDENCE:g}) in "
             f"{dependent} of {len(measured)} seeds; the training loss fell from step 1 to "
             f"step {steps} in {fell} of {len(losses)}; test accuracy after the steps "
-            f"{_interval([m['accuracy'] for m in measured])}.")
+            f"{interval_of([m['accuracy'] for m in measured])}.")
     return lines
 
 
@@ -153,12 +154,12 @@ def _summary(measured):
     steps = measured[0]["steps"]
     dependent = [_first_dependent_step(m["stages"].get("logits", {})) for m in measured]
     dependent = [step for step in dependent if step is not None]
-    return (f"{_mean([m['awake'] for m in measured]):.1f} of {measured[0]['kernels']} kernels "
+    return (f"{mean_of_finite([m['awake'] for m in measured]):.1f} of {measured[0]['kernels']} kernels "
             f"awake by step {steps}, logits depending on the input in {len(dependent)} of "
             f"{len(measured)} seeds"
             f"{f' (from step {min(dependent)})' if dependent else ''}, loss at step {steps} "
-            f"{_mean([m['losses'][-1] for m in measured if m['losses']]):.3f}, test accuracy "
-            f"{_interval([m['accuracy'] for m in measured])}")
+            f"{mean_of_finite([m['losses'][-1] for m in measured if m['losses']]):.3f}, test accuracy "
+            f"{interval_of([m['accuracy'] for m in measured])}")
 
 
 def _rounding_answers(rows):
@@ -177,15 +178,15 @@ def _rounding_answers(rows):
 
 def _plot(rows, model, path):
     chosen = {key: measured for key, measured in rows.items() if key[0] == model}
-    with _figure(path, f"{model}: the first update steps (mean over seeds)", panels=3) as axes:
+    with figure(path, f"{model}: the first update steps (mean over seeds)", panels=3) as axes:
         for (_, variant, backend), measured in sorted(chosen.items()):
             label = f"{variant} ({backend})"
             steps = sorted(measured[0]["fraction"])
-            axes[0].plot(steps, [_mean([m["fraction"].get(s) for m in measured])
+            axes[0].plot(steps, [mean_of_finite([m["fraction"].get(s) for m in measured])
                                  for s in steps], label=label)
             dependence = [m["stages"].get("logits", {}) for m in measured]
             stage_steps = sorted(dependence[0])
-            axes[1].plot(stage_steps, [max(_mean([d.get(s) for d in dependence]), 1e-12)
+            axes[1].plot(stage_steps, [max(mean_of_finite([d.get(s) for d in dependence]), 1e-12)
                                        for s in stage_steps], label=label)
             losses = [m["losses"] for m in measured if m["losses"]]
             if losses:

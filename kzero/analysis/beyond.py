@@ -4,17 +4,17 @@ discussion leaves open, each computed from the runs of one flagfile
 
 `SECTIONS` maps an experiment name to the function that writes its section:
 `section(runs_by_variant, out)` returns the section's markdown lines, and
-draws its figure into `out`. `kzero.report` calls them for the experiments it
+draws its figure into `out`. `kzero.analysis.report` calls them for the experiments it
 finds, in place of the table against the paper that those have no row of.
 """
 
-import contextlib
 import math
 import os
 
 import numpy as np
 
-from kzero.records import read_rows
+from kzero.analysis.plots import figure
+from kzero.analysis.stats import confidence_interval, interval_of, mean_of_finite, run_csv
 
 __all__ = ["SECTIONS", "epochs_to", "gradient_norm", "largest_fall"]
 
@@ -23,15 +23,6 @@ __all__ = ["SECTIONS", "epochs_to", "gradient_norm", "largest_fall"]
 UNSTABLE_FALL = 0.01
 # The accuracy whose epoch the depth study reports ("epochs to 90%").
 TARGET_ACCURACY = 0.9
-
-
-def _interval(values):
-    from kzero.report import confidence_interval
-
-    mean, half = confidence_interval(values)
-    if not values:
-        return "-"
-    return f"{mean:.4f} ± {half:.4f}" if math.isfinite(half) else f"{mean:.4f}"
 
 
 def _healthy(runs):
@@ -59,16 +50,6 @@ def gradient_norm(rows, step):
     return math.sqrt(sum(r["count"] * (r["std"] ** 2 + r["mean"] ** 2) for r in own))
 
 
-def _csv(run, name):
-    path = os.path.join(run.workdir, name)
-    return read_rows(path) if os.path.exists(path) else []
-
-
-def _mean(values):
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
-
-
 def _bias_scale(runs_by_variant, out):
     """Question 1: why do large bias scales make training unstable?"""
     scales = sorted({run.config.bias_scale for runs in runs_by_variant.values() for run in runs})
@@ -86,28 +67,28 @@ def _bias_scale(runs_by_variant, out):
                           or largest_fall(run.accuracy) > UNSTABLE_FALL)
         first, last, saturated, norm1, norm_max = [], [], [], [], []
         for run in runs:
-            rows = _csv(run, "activations.csv")
+            rows = run_csv(run, "activations.csv")
             logits = sorted((r for r in rows if r["layer"] == "logits"), key=lambda r: r["step"])
             if logits:
                 first.append(logits[0]["pre_max_abs"])
                 last.append(logits[-1]["pre_max_abs"])
             saturated += [r["saturated_fraction"] for r in rows
                           if r["layer"] == "dense1" and r["step"] == 1]
-            gradients = _csv(run, "gradients.csv")
+            gradients = run_csv(run, "gradients.csv")
             if gradients:
                 steps = sorted({r["step"] for r in gradients})
                 norms = [gradient_norm(gradients, step) for step in steps]
                 norm1.append(norms[0])
                 norm_max.append(max(norms))
         measured[scale] = {"accuracy": [run.accuracy[-1] for run in healthy],
-                           "unstable": unstable, "saturated": _mean(saturated),
-                           "logit_first": _mean(first), "logit_last": _mean(last),
-                           "norm1": _mean(norm1), "norm_max": _mean(norm_max),
+                           "unstable": unstable, "saturated": mean_of_finite(saturated),
+                           "logit_first": mean_of_finite(first), "logit_last": mean_of_finite(last),
+                           "norm1": mean_of_finite(norm1), "norm_max": mean_of_finite(norm_max),
                            "curves": [run.accuracy for run in healthy]}
         m = measured[scale]
         table.append(f"| {scale:g} | {len(runs)}/{runs[0].config.runs} | "
-                     f"{_interval(m['accuracy'])} | "
-                     f"{_mean(falls):.4f} | {len(unstable)} of {len(runs)} | "
+                     f"{interval_of(m['accuracy'])} | "
+                     f"{mean_of_finite(falls):.4f} | {len(unstable)} of {len(runs)} | "
                      f"{m['saturated']:.3f} | {m['logit_first']:.3g} | {m['logit_last']:.3g} | "
                      f"{m['norm1']:.3g} | {m['norm_max']:.3g} |")
     lines = ["### Large bias scales (`beyond_bias_scale`)", "",
@@ -164,31 +145,12 @@ def _bias_scale_answer(measured):
     return lines
 
 
-@contextlib.contextmanager
-def _figure(path, title, panels=2):
-    """`panels` axes side by side, for the block to draw into; the figure is
-    saved to `path` under `title` when the block ends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), dpi=110, squeeze=False)
-    try:
-        yield axes[0]
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-
-
 def _plot_bias_scale(measured, path):
     scales = sorted(measured)
     if not scales:
         return None
     title = "MNIST FNN, zero_normal: test accuracy and ELU saturation against bias scale"
-    with _figure(path, title) as (curves, finals):
+    with figure(path, title) as (curves, finals):
         _draw_bias_scale(measured, scales, curves, finals)
     return os.path.basename(path)
 
@@ -204,8 +166,6 @@ def _draw_bias_scale(measured, scales, curves, finals):
     curves.set_ylabel("test accuracy (mean over seeds)")
     curves.legend(fontsize=7)
     curves.grid(alpha=0.3)
-    from kzero.report import confidence_interval
-
     means, halves = zip(*[confidence_interval(measured[s]["accuracy"])
                           if measured[s]["accuracy"] else (math.nan, math.nan) for s in scales])
     finals.errorbar(scales, means, yerr=[0 if not math.isfinite(h) else h for h in halves],
@@ -268,10 +228,10 @@ def _depth(runs_by_variant, out):
             woke_text = ", ".join(sorted({"never" if s is None else str(s) for s in woke},
                                          key=lambda t: (t == "never", len(t), t)))
             never = reached.count(None)
-            mean_reached = _mean(reached)
+            mean_reached = mean_of_finite(reached)
             reached_text = f"{mean_reached:.1f}" if math.isfinite(mean_reached) else "-"
             table.append(f"| {depth} | {init} | {len(runs)}/{runs[0].config.runs} | "
-                         f"{_interval(measured[(depth, init)]['accuracy'])} | "
+                         f"{interval_of(measured[(depth, init)]['accuracy'])} | "
                          f"{reached_text}; {never} | {woke_text} | {depth + 1} |")
     lines = ["### Awakening and depth (`beyond_depth`)", "",
              "With zero kernels, the paper observes one layer waking per update step, from the "
@@ -305,8 +265,6 @@ def _depth_answer(measured):
             if (depth, init) in measured:
                 lines.append(f"- {init}, depth {depth}, awakening step per layer over seeds: "
                              + _layer_steps(measured[(depth, init)]["runs"], depth) + ".")
-    from kzero.report import confidence_interval
-
     for init in zero_schemes:
         stopped = [d for (d, i), m in sorted(measured.items()) if i == init and (
             not m["accuracy"] or confidence_interval(m["accuracy"])[0] < TARGET_ACCURACY)
@@ -323,14 +281,12 @@ def _depth_answer(measured):
 def _plot_depth(measured, path):
     if not measured:
         return None
-    with _figure(path, "MNIST MLP: layer awakening and accuracy against depth") as (wake, finals):
+    with figure(path, "MNIST MLP: layer awakening and accuracy against depth") as (wake, finals):
         _draw_depth(measured, wake, finals)
     return os.path.basename(path)
 
 
 def _draw_depth(measured, wake, finals):
-    from kzero.report import confidence_interval
-
     depths = sorted({d for d, _ in measured})
     top, longest = 1, 1
     for depth in depths:
@@ -373,8 +329,6 @@ def _draw_depth(measured, wake, finals):
 def _gap_of(reference, other):
     """reference - other for two lists of final accuracies: (gap, half-width
     with the two intervals in quadrature)."""
-    from kzero.report import confidence_interval
-
     (a, ha), (b, hb) = confidence_interval(reference), confidence_interval(other)
     return a - b, math.hypot(ha, hb)
 
@@ -420,8 +374,8 @@ def _gap(runs_by_variant, out, kind):
         epochs = sorted({e for e in (paper_epochs, max(run.config.epochs for run in runs)) if e})
         gaps = {e: _gap_of(_at_epoch(select(init="lecun"), e),
                            _at_epoch(select(init="zero_normal"), e)) for e in epochs}
-        rows = [f"| {e} | {_interval(_at_epoch(select(init='lecun'), e))} | "
-                f"{_interval(_at_epoch(select(init='zero_normal'), e))} | "
+        rows = [f"| {e} | {interval_of(_at_epoch(select(init='lecun'), e))} | "
+                f"{interval_of(_at_epoch(select(init='zero_normal'), e))} | "
                 f"{_gap_text(gaps[e])} |" for e in epochs]
         head = ["| epoch | lecun | zero_normal | lecun - zero_normal |",
                 "| --- | --- | --- | --- |"]
@@ -436,8 +390,8 @@ def _gap(runs_by_variant, out, kind):
             return [x.accuracy[-1] for x in _healthy(select(init=init, learning_rate=rate))]
 
         gaps = {r: _gap_of(finals("lecun", r), finals("zero_normal", r)) for r in rates}
-        rows = [f"| {r:g} | {_interval(finals('lecun', r))} | "
-                f"{_interval(finals('zero_normal', r))} | {_gap_text(gaps[r])} |" for r in rates]
+        rows = [f"| {r:g} | {interval_of(finals('lecun', r))} | "
+                f"{interval_of(finals('zero_normal', r))} | {_gap_text(gaps[r])} |" for r in rates]
         head = ["| learning rate | lecun | zero_normal | lecun - zero_normal |",
                 "| --- | --- | --- | --- |"]
         if 1e-3 in gaps:
@@ -452,9 +406,9 @@ def _gap(runs_by_variant, out, kind):
         reference = [x.accuracy[-1] for x in _healthy(select(init="lecun"))]
         gaps = {name: _gap_of(reference, [x.accuracy[-1] for x in _healthy(select(init=name))])
                 for name in schemes}
-        rows = [f"| {name} | {_interval([x.accuracy[-1] for x in _healthy(select(init=name))])}"
+        rows = [f"| {name} | {interval_of([x.accuracy[-1] for x in _healthy(select(init=name))])}"
                 f" | {_gap_text(gaps[name])} |" for name in schemes]
-        head = [f"| scheme | final test accuracy | lecun ({_interval(reference)}) - scheme |",
+        head = [f"| scheme | final test accuracy | lecun ({interval_of(reference)}) - scheme |",
                 "| --- | --- | --- |"]
         for name in schemes:
             if name != "zero_normal" and "zero_normal" in gaps and _moves(
@@ -492,7 +446,7 @@ def _plot_gap(kind, select, path, title):
     runs = select()
     if not any(run.config.init == "lecun" for run in runs):
         return None
-    with _figure(path, title) as (accuracy, gap):
+    with figure(path, title) as (accuracy, gap):
         if kind == "epochs":
             last = max(len(run.accuracy) for run in runs)
             epochs = list(range(1, last + 1))
@@ -552,8 +506,6 @@ def _plot_gap(kind, select, path, title):
 
 
 def _finite_interval(values):
-    from kzero.report import confidence_interval
-
     mean, half = confidence_interval(values)
     return mean, half if math.isfinite(half) else 0.0
 
