@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from kzero.config import PIPELINES
 from kzero.quiet import has_tensorflow, import_tensorflow
 
 __all__ = ["PIPELINES", "count_steps", "epoch_order", "make_pipelines", "pad_crop_flip",
@@ -148,9 +149,6 @@ def split_holdout(arrays, holdout, seed, max_examples=None):
     kept, held = permutation[:-holdout], permutation[-holdout:]
     return {**arrays, "x_train": x[kept], "y_train": y[kept],
             "x_holdout": x[held], "y_holdout": y[held]}
-
-
-PIPELINES = ("auto", "tf", "numpy", "device")
 
 
 def count_steps(arrays, batch_size, max_examples=None):
