@@ -215,6 +215,8 @@ def main(argv):
     except DataError as e:
         _fail(str(e))
     except KeyboardInterrupt:
+        if sys.stdout.isatty():  # end Keras' progress bar's line first
+            print(flush=True)
         print("kzero: interrupted; finished runs are kept, rerun the same command to "
               "continue", file=sys.stderr)
         sys.exit(130)

@@ -170,8 +170,16 @@ def test_a_parallel_groups_wall_time_counts_once(tmp_path):
     make_run(tmp_path, "mnist_fnn", "fnn_lecun", 2, [0.9, 0.95, 0.97], wall_seconds=30.0)
     stats = report([str(tmp_path)], str(tmp_path / "out"))
     assert stats[("mnist_fnn", "fnn_lecun")]["wall_seconds"] == 90.0
-    assert "Summed run wall time (a parallel group once): 1.5 min" in (
+    assert "Summed wall time of its 3 finished runs (a parallel group once): 1.5 min" in (
         tmp_path / "out" / "report.md").read_text()
+
+
+def test_runs_that_have_not_finished_sum_no_wall_time(tmp_path):
+    make_run(tmp_path, "mnist_fnn", "fnn_lecun", 0, [0.9], finished=False)
+    report([str(tmp_path)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No run has finished, so there is no wall time to sum." in text
+    assert "0.0 min" not in text
 
 
 def test_both_protocols_side_by_side_with_what_each_moves(tmp_path):

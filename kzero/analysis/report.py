@@ -118,6 +118,7 @@ def aggregate(runs):
                            run.config.host or "?", run.config.command or "?")
                           for run in runs}, key=lambda setup: tuple(map(str, setup))),
         "wall_seconds": _wall_seconds(runs),
+        "timed_runs": sum(1 for run in runs if (run.summary or {}).get("wall_seconds")),
         "replayed_order": sorted(run.config.seed for run in runs
                                  if run.replayed_first_epoch_order),
         "base_variant": _base_variant(runs[0]),
@@ -500,9 +501,12 @@ def write_report(stats_by_key, figures, path, beyond=(), first_steps=()):
         lines.append("")
         lines += _measured(experiment, variants)
         wall = sum(s["wall_seconds"] for s in variants.values())
+        timed = sum(s["timed_runs"] for s in variants.values())
         setups = sorted({setup for s in variants.values() for setup in s["setups"]})
-        lines += [f"Summed run wall time (a parallel group once): {wall / 60:.1f} min. "
-                  "Produced by:", ""]
+        lines += [(f"Summed wall time of its {timed} finished runs (a parallel group once): "
+                   f"{wall / 60:.1f} min." if timed else
+                   "No run has finished, so there is no wall time to sum.") + " Produced by:",
+                  ""]
         lines += [f"- `{command}` (backend {backend}, on {device}, host {host})"
                   for backend, device, host, command in setups]
         lines.append("")
