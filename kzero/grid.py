@@ -28,7 +28,8 @@ from kzero.io import read_json
 from kzero.models import MODELS
 from kzero.progress import GridProgress
 from kzero.quiet import has_tensorflow
-from kzero.train import CHECKPOINT, train
+from kzero.records import DamagedFile, check_run_files
+from kzero.train import CHECKPOINT, MODEL_FILE, train
 
 __all__ = ["STOP_REQUEST", "check_runnable", "expand", "handle_signals", "run_grid"]
 
@@ -189,7 +190,7 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
     for run in runs:
         os.makedirs(os.path.dirname(workdirs[id(run)]), exist_ok=True)
         families.setdefault(group_key(run), []).append(run)
-        if _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
+        if _skip_finished(labels[id(run)], workdirs[id(run)], run):
             progress.run_finished(run)
         else:
             todo.setdefault(group_key(run), []).append(run)
@@ -219,7 +220,7 @@ def _train_group(candidates, labels, workdirs, arrays, grid, verbose, stop_reque
             if not locks.enter_context(_run_lock(workdirs[id(run)])):
                 _say(f"{labels[id(run)]}: being trained by another process, skipped")
             # Another runner may have finished it since the list was made.
-            elif not _skip_finished(labels[id(run)], workdirs[id(run)], run.overwrite):
+            elif not _skip_finished(labels[id(run)], workdirs[id(run)], run):
                 group.append(run)
             else:
                 progress.run_finished(run)
@@ -233,7 +234,7 @@ def _train_group(candidates, labels, workdirs, arrays, grid, verbose, stop_reque
             if not resumable:
                 _say(f"{labels[id(run)]}: training (group of {len(group)})")
                 # Nothing of an earlier attempt, or of another group, stays.
-                shutil.rmtree(workdirs[id(run)], ignore_errors=True)
+                _fresh_start(workdirs[id(run)])
 
         def log(text, group=group):
             for run in group:
@@ -280,25 +281,83 @@ def _run_lock(workdir):
         yield True
 
 
-def _skip_finished(label, workdir, overwrite):
-    """Whether the run in `workdir` has finished (and `overwrite` is off); says so."""
+def _set_aside_damaged(label, workdir):
+    """Keeps aside, as `<file>.corrupt`, each of the run's `summary.json`,
+    `config.json` and `metrics.csv` that cannot be read, in one line each; such
+    a run trains again from epoch 1, and the rest of the grid goes on."""
+    from kzero.parallel import GROUP_CHECKPOINT
+
+    while True:
+        try:
+            check_run_files(workdir, summary_keys=("status", "final_test_accuracy"))
+            return
+        except DamagedFile as e:
+            aside = e.path + ".corrupt"
+            os.replace(e.path, aside)
+            _say(f"{label}: {e.path} cannot be read ({e.reason[:200]}); kept aside as "
+                 f"{aside}, the run trains again from epoch 1")
+            for name in ("summary.json", CHECKPOINT, GROUP_CHECKPOINT):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(workdir, name))
+
+
+def _fresh_start(workdir):
+    """Empties a run directory for a run that starts from epoch 1: nothing of an
+    earlier attempt stays (stale event files would show in TensorBoard next to
+    the new ones), but files kept aside as `.corrupt` do."""
+    if not os.path.isdir(workdir):
+        return
+    for name in os.listdir(workdir):
+        if name.endswith(".corrupt"):
+            continue
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+
+def _skip_finished(label, workdir, run):
+    """Whether the run in `workdir` has finished all the epochs `run` asks for
+    (and `run.overwrite` is off); says so. A run that finished fewer epochs is
+    extended: its kept model, the checkpoint of its last epoch, resumes
+    training to `run.epochs`, which gives what a run trained that long from
+    the start gives (every epoch's order depends only on the seed and the
+    epoch). Where no such model was kept, it says what to run instead."""
     summary_path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(summary_path) or overwrite:
+    if run.overwrite:
+        return False
+    _set_aside_damaged(label, workdir)
+    if not os.path.exists(summary_path):
         return False
     done = read_json(summary_path)
-    _say(f"{label}: already {done['status']} (test accuracy "
+    held = done.get("epochs_completed") or 0
+    if done["status"] == "finished" and held < run.epochs:
+        kept = os.path.join(workdir, MODEL_FILE)
+        grouped = read_json(os.path.join(workdir, "config.json")).get("parallel_group")
+        if os.path.exists(kept) and not grouped:
+            os.replace(kept, os.path.join(workdir, CHECKPOINT))
+            os.remove(summary_path)
+            _say(f"{label}: finished {held} of the {run.epochs} epochs asked for; "
+                 f"extending it from epoch {held}")
+            return False
+        why = ("it kept no model (--nosave_model)" if not os.path.exists(kept) else
+               "it trained in a parallel group, whose kept model has no optimizer state")
+        _say(f"{label}: holds {held} of the {run.epochs} epochs asked for, and {why}: "
+             f"skipped; --overwrite trains it anew for {run.epochs}")
+        return True
+    _say(f"{label}: already {done['status']} after {held} epochs (test accuracy "
          f"{_accuracy(done['final_test_accuracy'])}), skipped")
     return True
 
 
 def _train_one(label, workdir, arrays, config, verbose, stop_request, progress):
-    if _skip_finished(label, workdir, config.overwrite):
+    if _skip_finished(label, workdir, config):
         return
     if not os.path.exists(os.path.join(workdir, CHECKPOINT)) or config.overwrite:
         _say(f"{label}: training")
-        # A fresh start leaves nothing of an earlier attempt: stale event files
-        # would show up in TensorBoard next to the new ones.
-        shutil.rmtree(workdir, ignore_errors=True)
+        _fresh_start(workdir)
     start = time.perf_counter()
     _, summary = train(config, workdir, arrays, verbose=verbose, stop_request=stop_request,
                        log=lambda text: _say(f"{label}: {text}"),

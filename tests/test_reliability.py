@@ -276,3 +276,77 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, m
                              str(tmp_path / "whole"), mnist, verbose=0)
     assert read_json(workdir / "summary.json")["final_test_accuracy"] == \
         uninterrupted["final_test_accuracy"]
+
+
+def _tiny_grid(tmp_path, **overrides):
+    from kzero.config import RunConfig
+
+    settings = dict(models=("logreg",), inits=("zero_normal",), runs=3, epochs=2,
+                    max_examples=256, batch_size=64, output_dir=str(tmp_path / "runs"),
+                    experiment="tiny", record_symmetry=False, record_activations=False)
+    return RunConfig(**{**settings, **overrides})
+
+
+# What a crash, a full disk or an edit can leave of each file a finished run holds.
+DAMAGE = {"summary.json": lambda text: text[:len(text) // 2],
+          "config.json": lambda text: "{not json",
+          "metrics.csv": lambda text: text[:text.rindex(",")]}
+
+
+def test_a_damaged_run_file_costs_that_run_only_and_is_kept_aside(tmp_path, mnist, capsys):
+    from kzero.grid import run_grid
+
+    grid = _tiny_grid(tmp_path)
+    run_grid(grid, arrays=mnist, verbose=0)
+    variant = tmp_path / "runs" / "tiny" / "logreg_zero_normal_x1"
+    columns = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy")
+
+    def metrics(seed):
+        return [[row[c] for c in columns]
+                for row in read_csv(variant / f"seed_{seed}" / "metrics.csv")]
+
+    before = {seed: metrics(seed) for seed in range(3)}
+    damaged = {}
+    for seed, (name, damage) in enumerate(DAMAGE.items()):
+        path = variant / f"seed_{seed}" / name
+        damaged[seed] = damage(path.read_text())
+        path.write_text(damaged[seed])
+    capsys.readouterr()
+    run_grid(grid, arrays=mnist, verbose=0)
+    out = capsys.readouterr().out
+    for seed, name in enumerate(DAMAGE):
+        path = variant / f"seed_{seed}" / name
+        (line,) = [line for line in out.splitlines() if f"{path} cannot be read" in line]
+        assert line.endswith(f"kept aside as {path}.corrupt, the run trains again from epoch 1")
+        assert (variant / f"seed_{seed}" / (name + ".corrupt")).read_text() == damaged[seed]
+        # Trained again from epoch 1, as the first time: the same seed, the same metrics.
+        summary = read_json(variant / f"seed_{seed}" / "summary.json")
+        assert summary["status"] == "finished" and summary["resumed_from_epoch"] is None
+        assert metrics(seed) == before[seed]
+
+
+def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_long(
+        tmp_path, mnist, capsys):
+    from kzero.grid import run_grid
+
+    run_grid(_tiny_grid(tmp_path, runs=1), arrays=mnist, verbose=0)
+    capsys.readouterr()
+    run_grid(_tiny_grid(tmp_path, runs=1, epochs=4), arrays=mnist, verbose=0)
+    assert "logreg_zero_normal_x1/seed_0: finished 2 of the 4 epochs asked for; extending it " \
+           "from epoch 2" in capsys.readouterr().out
+    workdir = tmp_path / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
+    summary = read_json(workdir / "summary.json")
+    assert summary["epochs_completed"] == 4 and summary["resumed_from_epoch"] == 2
+    run_grid(_tiny_grid(tmp_path / "whole", runs=1, epochs=4), arrays=mnist, verbose=0)
+    whole = tmp_path / "whole" / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
+    columns = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy")
+    assert [[r[c] for c in columns] for r in read_csv(workdir / "metrics.csv")] == [
+        [r[c] for c in columns] for r in read_csv(whole / "metrics.csv")]
+    # Without a kept model there is nothing to extend: one line says what to run.
+    run_grid(_tiny_grid(tmp_path / "bare", runs=1, save_model=False), arrays=mnist, verbose=0)
+    capsys.readouterr()
+    run_grid(_tiny_grid(tmp_path / "bare", runs=1, epochs=4, save_model=False), arrays=mnist,
+             verbose=0)
+    assert "logreg_zero_normal_x1/seed_0: holds 2 of the 4 epochs asked for, and it kept no " \
+           "model (--nosave_model): skipped; --overwrite trains it anew for 4" in \
+           capsys.readouterr().out

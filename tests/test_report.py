@@ -399,3 +399,21 @@ def test_the_readmes_results_table_is_the_committed_reports():
         row = final[(experiment, variant)]
         half = (float(row["ci_high"]) - float(row["ci_low"])) / 2
         assert measured.strip(" |") == f"{float(row['mean']):.4f} ± {half:.4f}", variant
+
+
+def test_a_damaged_run_is_left_out_of_the_report_in_one_line_and_counted(tmp_path, capsys):
+    for seed in range(4):
+        make_run(tmp_path, "mnist_fnn", "fnn_lecun", seed, [0.9, 0.95, 0.97], runs=4)
+    seed_dir = tmp_path / "mnist_fnn" / "fnn_lecun"
+    (seed_dir / "seed_1" / "summary.json").write_text('{"wall_sec')
+    (seed_dir / "seed_2" / "config.json").write_text("{not json")
+    metrics = seed_dir / "seed_3" / "metrics.csv"
+    metrics.write_text(metrics.read_text()[:-6])  # the last row cut mid-line
+    stats = report([str(tmp_path)], str(tmp_path / "out"))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("kzero.report: left out ") for line in err)
+    for seed, name in ((1, "summary.json"), (2, "config.json"), (3, "metrics.csv")):
+        assert any(str(seed_dir / f"seed_{seed}" / name) in line for line in err), name
+    assert stats[("mnist_fnn", "fnn_lecun")]["rows"][-1]["n"] == 1
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "3 runs could not be read and are left out of every table and figure below:" in text

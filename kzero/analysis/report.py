@@ -25,7 +25,7 @@ from kzero.analysis.paper import FIGURES, PAPER, READING_PRECISION
 from kzero.analysis.stats import confidence_interval, format_interval
 from kzero.config import RunConfig
 from kzero.io import read_json, write_atomic, write_csv
-from kzero.records import diverged_epoch, read_rows
+from kzero.records import DamagedFile, check_run_files, diverged_epoch, read_rows
 
 __all__ = ["FIGURES", "PAPER", "aggregate", "collect", "confidence_interval", "main", "report"]
 
@@ -73,8 +73,10 @@ class Run:
         return self.summary is not None and len(self.accuracy) == self.config.epochs
 
 
-def collect(directories):
-    """{(experiment, variant): [Run, ...]} for every run below `directories`."""
+def collect(directories, left_out=None):
+    """{(experiment, variant): [Run, ...]} for every run below `directories`.
+    A run whose files cannot be read is left out: `(workdir, reason)` is added
+    to `left_out` where it is a list, and else raised."""
     groups = {}
     for directory in directories:
         for config in sorted(glob.glob(os.path.join(directory, "*", "*", "seed_*",
@@ -82,7 +84,15 @@ def collect(directories):
             workdir = os.path.dirname(config)
             variant_dir = os.path.dirname(workdir)
             key = (os.path.basename(os.path.dirname(variant_dir)), os.path.basename(variant_dir))
-            groups.setdefault(key, []).append(Run(workdir))
+            try:
+                check_run_files(workdir)
+                run = Run(workdir)
+            except (DamagedFile, ValueError) as e:  # ConfigError and JSON's errors too
+                if left_out is None:
+                    raise
+                left_out.append((workdir, str(e).splitlines()[0][:300]))
+                continue
+            groups.setdefault(key, []).append(run)
     return groups
 
 
@@ -474,7 +484,7 @@ def _own_section(experiment):
     return experiment in SECTIONS or experiment.startswith(CENSUS_PREFIX)
 
 
-def write_report(stats_by_key, figures, path, beyond=(), first_steps=()):
+def write_report(stats_by_key, figures, path, beyond=(), first_steps=(), left_out=()):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
              "interval, next to the value read off the paper's figure (Schicho, 2023, the "
@@ -483,6 +493,12 @@ def write_report(stats_by_key, figures, path, beyond=(), first_steps=()):
              "epochs (or those its protocol imposes). Protocols: `paper_text` follows the "
              "paper's text, `paper_code` the authors' code where the text is silent "
              "(kzero.protocols). Diverged seeds are left out of the mean and listed.", ""]
+    if left_out:
+        lines += [(f"{len(left_out)} runs could not be read and are" if len(left_out) > 1
+                   else "1 run could not be read and is") +
+                  " left out of every table and figure below:", ""]
+        lines += [f"- `{workdir}`: {reason}" for workdir, reason in left_out]
+        lines.append("")
     order = list(FIGURES)
     experiments = sorted({e for e, _ in stats_by_key if not _own_section(e)},
                          key=lambda e: (order.index(e) if e in order else len(order), e))
@@ -546,7 +562,10 @@ def main(argv=None):
 def report(directories, out):
     """Writes results.csv, report.md and the figures for the runs below
     `directories` into `out`; returns the per-variant statistics."""
-    runs_by_key = collect(directories)
+    left_out = []
+    runs_by_key = collect(directories, left_out)
+    for workdir, reason in left_out:
+        print(f"kzero.report: left out {workdir}: {reason}", file=sys.stderr)
     if not runs_by_key:
         raise SystemExit(f"kzero.report: error: no runs below {', '.join(directories)}")
     os.makedirs(out, exist_ok=True)
@@ -561,7 +580,8 @@ def report(directories, out):
     if plot_figure12(runs_by_key, os.path.join(out, "figure12.png")):
         figures["figure12"] = "figure12.png"
     write_report(stats_by_key, figures, os.path.join(out, "report.md"),
-                 beyond_the_paper(runs_by_key, out), first_steps_section(runs_by_key, out))
+                 beyond_the_paper(runs_by_key, out), first_steps_section(runs_by_key, out),
+                 left_out)
     print(f"kzero.report: {len(stats_by_key)} variants -> {out}/report.md")
     return stats_by_key
 
