@@ -25,7 +25,7 @@ import numpy as np
 
 from kzero.gradients import gradient_function
 from kzero.initcheck import StageProbe
-from kzero.io import write_csv
+from kzero.io import save_model_atomic, write_csv
 from kzero.records import HOLDOUT_COLUMNS, METRICS_COLUMNS, is_diverged, read_rows
 
 __all__ = ["ACTIVATION_COLUMNS", "ActivationRecorder", "Checkpointer", "EpochMetricsLogger",
@@ -520,9 +520,7 @@ class Checkpointer(keras.callbacks.Callback):
         logs = logs or {}
         if is_diverged(logs.get("loss", math.nan), logs.get("val_loss", math.nan)):
             return  # nothing worth resuming from
-        tmp = os.path.join(os.path.dirname(self.path), ".tmp-" + os.path.basename(self.path))
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
+        save_model_atomic(self.model, self.path)
 
 
 SYMMETRY_COLUMNS = ["epoch", "layer", "units", "distinct_units", "dead_fraction"]

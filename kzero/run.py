@@ -10,6 +10,7 @@ trained `model.keras`. Finished runs are skipped when the command is repeated
 and calls `kzero.grid.run_grid`.
 """
 
+import errno
 import importlib
 import shlex
 import sys
@@ -214,6 +215,10 @@ def main(argv):
         run_grid(grid)
     except DataError as e:
         _fail(str(e))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        _fail(_disk_full_message(e, grid.output_dir), code=1)
     except KeyboardInterrupt:
         if sys.stdout.isatty():  # end Keras' progress bar's line first
             print(flush=True)
@@ -222,9 +227,18 @@ def main(argv):
         sys.exit(130)
 
 
-def _fail(message):
+def _disk_full_message(error, output_dir):
+    where = getattr(error, "directory", None) or error.filename or output_dir
+    needed = getattr(error, "needed_bytes", None)
+    size = f" (a checkpoint here takes about {needed / 1e6:.1f} MB)" if needed else ""
+    return (f"no space left on the device of {where}{size}; nothing half-written is left "
+            "and the finished epochs are kept: free some space and rerun the same command "
+            "to resume")
+
+
+def _fail(message, code=2):
     print(f"kzero: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")

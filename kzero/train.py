@@ -21,7 +21,7 @@ from kzero.callbacks import (ActivationRecorder, Checkpointer, EpochMetricsLogge
                              StepLossLogger, StopOnRequest, SymmetryMonitor)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
-from kzero.io import read_json, write_json
+from kzero.io import read_json, save_model_atomic, write_json
 from kzero.initcheck import check_init, init_warning
 from kzero.models import BN_EPSILON, INIT_SCOPES, MODELS, build_model
 from kzero.optimizers import make_optimizer
@@ -365,9 +365,7 @@ def finish(workdir, summary, keep_model, model=None):
     checkpoint, kept = (os.path.join(workdir, name) for name in (CHECKPOINT, MODEL_FILE))
     if keep_model and summary["status"] == "finished":
         if model is not None:
-            tmp = os.path.join(workdir, ".tmp-" + MODEL_FILE)
-            model.save(tmp)
-            os.replace(tmp, kept)
+            save_model_atomic(model, kept)
         elif os.path.exists(checkpoint):
             os.replace(checkpoint, kept)
     if os.path.exists(checkpoint):

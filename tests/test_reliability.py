@@ -350,3 +350,44 @@ def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_lon
     assert "logreg_zero_normal_x1/seed_0: holds 2 of the 4 epochs asked for, and it kept no " \
            "model (--nosave_model): skipped; --overwrite trains it anew for 4" in \
            capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_line_leaves_no_partial_file_and_a_rerun_resumes(
+        tmp_path, data_dir, capsys, monkeypatch):
+    import errno
+
+    import keras
+
+    from test_run import run_cli_exit
+
+    real_save, saves = keras.Model.save, []
+
+    def save_onto_a_disk_that_fills_up(model, filepath, *args, **kwargs):
+        saves.append(filepath)
+        if len(saves) == 2:  # the second epoch's checkpoint: the disk fills up mid-write
+            with open(filepath, "wb") as f:
+                f.write(b"PK\x03\x04 the first bytes of a zip")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
+        return real_save(model, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", save_onto_a_disk_that_fills_up)
+    argv = ["--experiment=full", "--dataset=mnist", "--model=logreg", "--inits=zero_normal",
+            "--epochs=3", "--runs=1", "--max_examples=256", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path}"]
+    code, _, err = run_cli_exit(capsys, *argv)
+    workdir = tmp_path / "full" / "logreg_zero_normal_x1" / "seed_0"
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if line.startswith("kzero")]
+    assert line.startswith(f"kzero: error: no space left on the device of {workdir} (a "
+                           "checkpoint here takes about ") and "rerun the same command" in line
+    assert "Traceback" not in err
+    # No temporary file holds the space; epoch 1's checkpoint stays (epoch 2's
+    # row, written before its checkpoint failed, is redone on resume).
+    assert not [name for name in os.listdir(workdir) if name.startswith(".tmp-")]
+    assert (workdir / CHECKPOINT).exists()
+    monkeypatch.undo()
+    code, out, _ = run_cli_exit(capsys, *argv)
+    assert code == 0 and "resuming after epoch 1 of 3" in out
+    summary = read_json(workdir / "summary.json")
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 3
+    assert [row["epoch"] for row in read_csv(workdir / "metrics.csv")] == ["1", "2", "3"]
