@@ -40,10 +40,10 @@ def test_bench_prints_one_json_line(data_dir, against):
     assert result["kzero_final_test_accuracy"] > 0.5
     if not against.startswith("no_"):
         # The other loop trains the same model (same initial weights and
-        # optimizer) on the same data: it must end where kzero ends, or the
-        # ratio compares different work.
+        # optimizer) on the same data in the same order: it must end where
+        # kzero ends, up to rounding, or the ratio compares different work.
         assert abs(result[f"{against}_final_test_accuracy"]
-                   - result["kzero_final_test_accuracy"]) <= 0.02
+                   - result["kzero_final_test_accuracy"]) <= 0.002
 
 
 @pytest.mark.once
