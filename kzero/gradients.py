@@ -5,6 +5,8 @@ Keras' TensorBoard callback logs weights, never gradients, so the recording
 callbacks compute them themselves, on a probe batch.
 """
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -61,7 +63,13 @@ def gradient_function(model, loss=None):
     backend = keras.backend.backend()
     if backend not in _BACKENDS:
         raise NotImplementedError(f"gradients under the {backend} backend")
-    gradients = _BACKENDS[backend](model, model.loss if loss is None else loss)
+    loss = model.loss if loss is None else loss
+    # One function per model and loss: under jax it is a compiled program,
+    # which the init check and the gradient recorder of a run then share.
+    made = _MADE.setdefault(model, {})
+    if id(loss) in made and made[id(loss)][0] is loss:
+        return made[id(loss)][1]
+    gradients = _BACKENDS[backend](model, loss)
 
     # jax's stateless call leaves the variables alone; the others update BN
     # moving statistics in place, so they are saved and put back.
@@ -77,4 +85,8 @@ def gradient_function(model, loss=None):
         return [np.zeros(v.shape, np.float32) if g is None else keras.ops.convert_to_numpy(g)
                 for v, g in zip(model.trainable_variables, grads)]
 
+    made[id(loss)] = (loss, f)
     return f
+
+
+_MADE = weakref.WeakKeyDictionary()

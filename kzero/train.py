@@ -259,7 +259,9 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
     else:
         model = compile_run_model(build_run_model(config), config)
         initial_epoch = 0
-        record_init_check(config, model, arrays, workdir)
+        # The compiled loss, so that the gradient recorder reuses the check's
+        # gradient function (under jax, one compilation fewer).
+        record_init_check(config, model, arrays, workdir, loss=model.loss)
     train_data, _, test_data = run_pipelines(config, arrays, initial_epoch)
 
     def path(name):

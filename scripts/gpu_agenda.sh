@@ -16,8 +16,10 @@
 # OUTPUT_DIR defaults to runs/gpu_agenda. Results: speed.jsonl (one JSON line per
 # backend and precision), census_resnet50*/ and cifar_resnet50/ run directories,
 # and one log per item; `python -m kzero.report OUTPUT_DIR` reports them.
-# --smoke: tiny sizes (the CIFAR-10 CNN, a few examples, a few steps) so that a CPU
-# tests the script itself in a couple of minutes.
+# --smoke: tiny sizes (a few examples, a few steps; the CIFAR-10 logistic
+# regression for the timings and the figure, the CIFAR-10 CNN, whose batch norms
+# erase biases, for the census) so that a CPU tests the script itself in a
+# couple of minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 smoke=0
@@ -28,21 +30,21 @@ data=()
 if [ -n "${KZERO_DATA_DIR:-}" ]; then data=("--data_dir=$KZERO_DATA_DIR"); fi
 
 if [ $smoke = 1 ]; then
-  model=cnn; speed_examples=64; batch=16; census_steps=2; census_examples=32
+  model=logreg; census_model=cnn; speed_examples=64; batch=16; census_steps=2; census_examples=32
   figure_epochs=1; figure_examples=64; budget=(600 500 300)
 else
-  model=resnet50; speed_examples=6400; batch=128; census_steps=30; census_examples=
+  model=resnet50; census_model=resnet50; speed_examples=6400; batch=128; census_steps=30; census_examples=
   figure_epochs=30; figure_examples=; budget=(120 150 210)
 fi
 start=$(date +%s)
 
 failures=0
-kzero_run() {  # seconds, backend, log name, then the runner's flags
-  local seconds=$1 backend=$2 log=$3
-  shift 3
+kzero_run() {  # seconds, backend, log name, model, then the runner's flags
+  local seconds=$1 backend=$2 log=$3 item_model=$4
+  shift 4
   # SIGTERM stops a run at its next batch; its finished epochs are kept.
   KERAS_BACKEND=$backend timeout --signal=TERM --kill-after=30 "$seconds" \
-    python -m kzero.run "$@" --model=$model --batch_size=$batch "${data[@]}" \
+    python -m kzero.run "$@" --model="$item_model" --batch_size=$batch "${data[@]}" \
     >>"$out/$log.log" 2>&1
   local status=$?
   echo "gpu_agenda: $log ($backend) exit $status after $(( $(date +%s) - start )) s"
@@ -58,7 +60,7 @@ share=$(( ${budget[0]} / 6 ))
 for backend in jax torch tensorflow; do
   for precision in float32 mixed_bfloat16; do
     name="speed_${backend}_${precision}"
-    kzero_run "$share" "$backend" speed --flagfile=flags/cifar_resnet50.flags \
+    kzero_run "$share" "$backend" speed "$model" --flagfile=flags/cifar_resnet50.flags \
       --experiment="$name" --output_dir="$out" --inits=lecun --runs=1 --epochs=2 \
       --max_examples=$speed_examples --precision=$precision --parallel_runs=1 \
       --norecord_gradients --norecord_activations --norecord_symmetry --nosave_model
@@ -88,19 +90,19 @@ census=(--flagfile=flags/census_resnet50.flags --output_dir="$out" --runs=1
 if [ -n "$census_examples" ]; then census+=(--max_examples=$census_examples); fi
 share=$(( ${budget[1]} / 5 ))
 for backend in jax torch tensorflow; do
-  kzero_run "$share" "$backend" census "${census[@]}" --inits=zero_normal \
+  kzero_run "$share" "$backend" census "$census_model" "${census[@]}" --inits=zero_normal \
     --experiment="census_resnet50_$backend"
 done
-kzero_run "$share" jax census "${census[@]}" --inits=zero_normal_bn \
+kzero_run "$share" jax census "$census_model" "${census[@]}" --inits=zero_normal_bn \
   --experiment=census_resnet50_jax
-kzero_run "$share" jax census "${census[@]}" --inits=zero_normal,zero_normal_bn \
+kzero_run "$share" jax census "$census_model" "${census[@]}" --inits=zero_normal,zero_normal_bn \
   --init_scope=paper_code --experiment=census_resnet50_jax
 
 # 3. Figure 11 with what is left: the all-layer rows and the batch norm
 # variant as groups, then the paper_code scope.
 figure=(--output_dir="$out" --epochs=$figure_epochs --parallel_runs=5 --norecord_activations)
 if [ -n "$figure_examples" ]; then figure+=(--max_examples=$figure_examples --runs=1); fi
-kzero_run "${budget[2]}" jax figure11 --flagfile=flags/cifar_resnet50.flags \
+kzero_run "${budget[2]}" jax figure11 "$model" --flagfile=flags/cifar_resnet50.flags \
   --inits=lecun,zero_normal,zero_normal_bn "${figure[@]}"
 echo "gpu_agenda: done in $(( $(date +%s) - start )) s, $failures item(s) failed; results in $out"
 [ $failures = 0 ]

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole suite under jax, then again under tensorflow and torch, less the
-# tests marked `once` (they do not depend on the backend: they set their own,
-# or fail before anything is trained), which keeps CI well inside its time.
+# The whole suite (both tiers) under jax, then the fast tier again under
+# tensorflow and torch, less the tests marked `once` (they do not depend on the
+# backend: they set their own, or fail before anything is trained). The fast
+# tier trains each model family, resumes a run to equality and records every
+# diagnostic under each backend; the slow tier's longer runs, signals and
+# scripts run once, which keeps CI inside its time.
 # The datasets: $KZERO_DATA_DIR, else ../shared/data beside the checkout where
 # it exists, else the tests download MNIST and CIFAR-10 once into
 # ~/.cache/kzero/data ($KZERO_CACHE_DIR).
@@ -15,5 +18,5 @@ fi
 # setup.cfg leaves the slow tier out of a bare pytest; a later -m takes it back in.
 KERAS_BACKEND=jax python -m pytest -q --durations=10 -m "slow or not slow" "$@"
 for backend in tensorflow torch; do
-  KERAS_BACKEND=$backend python -m pytest -q --durations=10 -m "not once" "$@"
+  KERAS_BACKEND=$backend python -m pytest -q --durations=10 -m "not once and not slow" "$@"
 done

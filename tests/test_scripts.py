@@ -138,6 +138,6 @@ def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
     assert {p.name for p in (tmp_path / "census_resnet50_jax").iterdir()} >= {
         "cnn_zero_normal_bn_x1_2steps", "cnn_zero_normal_x1_paper_code_2steps"}
     for variant in ("lecun", "zero_normal_x1", "zero_normal_bn_x1"):
-        summary = read_json(tmp_path / "cifar_resnet50" / f"cnn_{variant}" / "seed_0"
+        summary = read_json(tmp_path / "cifar_resnet50" / f"logreg_{variant}" / "seed_0"
                             / "summary.json")
         assert summary["status"] == "finished"
