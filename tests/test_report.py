@@ -30,6 +30,8 @@ def make_run(root, experiment, variant, seed, accuracies, epochs=3, runs=3, loss
              wall_seconds=3.0, parallel_group=None, init_stream="numpy-1", **config):
     workdir = os.path.join(root, experiment, variant, f"seed_{seed}")
     os.makedirs(workdir)
+    # A grid of no schemes: these hand-made runs plan nothing beyond themselves.
+    config.setdefault("inits", [])
     write_json(os.path.join(workdir, "config.json"),
                dict(epochs=epochs, runs=runs, seed=seed, base_seed=0, dataset=dataset,
                     backend="jax", accelerator=accelerator, parallel_group=parallel_group,
@@ -417,3 +419,19 @@ def test_a_damaged_run_is_left_out_of_the_report_in_one_line_and_counted(tmp_pat
     assert stats[("mnist_fnn", "fnn_lecun")]["rows"][-1]["n"] == 1
     text = (tmp_path / "out" / "report.md").read_text()
     assert "3 runs could not be read and are left out of every table and figure below:" in text
+
+
+def test_a_planned_variant_that_never_started_is_named(tmp_path, data_dir, capsys):
+    from test_run import run_cli
+
+    # Shard 0 of 2 trains every 2nd run of the grid: the lecun variant only.
+    run_cli("--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--runs=1",
+            "--epochs=1", "--max_examples=128", "--shard=0/2", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path / 'runs'}")
+    capsys.readouterr()
+    report([str(tmp_path / "runs")], str(tmp_path / "out"))
+    assert ("kzero.report: mnist_logreg: 1 planned variant never started: logreg_zero"
+            in capsys.readouterr().err)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Planned by this experiment's grid and never started" in text
+    assert "`logreg_zero` (1 seed)." in text

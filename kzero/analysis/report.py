@@ -3,8 +3,8 @@
     python -m kzero.report runs [more run dirs ...] [--out=DIR]
 
 Reads every `<experiment>/<variant>/seed_<k>/` below the given directories
-(shards of one grid merge naturally), and writes to `--out` (default: the first
-directory):
+(shards of one grid merge naturally), and writes to `--out` (default: `report/`
+inside the first directory, apart from the experiments' run directories):
   results.csv   mean test accuracy per experiment, variant and epoch, with a
                 95% Student-t confidence interval over seeds;
   report.md     the final epoch of each variant next to the paper's value;
@@ -24,6 +24,7 @@ import sys
 from kzero.analysis.paper import FIGURES, PAPER, READING_PRECISION
 from kzero.analysis.stats import confidence_interval, format_interval
 from kzero.config import RunConfig
+from kzero.grid import expand
 from kzero.io import read_json, write_atomic, write_csv
 from kzero.records import DamagedFile, check_run_files, diverged_epoch, read_rows
 
@@ -173,6 +174,22 @@ def _expected_epochs(run):
     experiment = os.path.basename(os.path.dirname(os.path.dirname(run.workdir)))
     figure = FIGURES.get(experiment)
     return imposed or (figure[2] if figure else None)
+
+
+def never_started(runs_by_key):
+    """{experiment: [(variant, seeds), ...]}: the variants that the grids of an
+    experiment's runs planned (each run's config.json holds its grid's axes)
+    and that have no run directory, with the seeds planned for each."""
+    planned, found = {}, set(runs_by_key)
+    for (experiment, _), runs in runs_by_key.items():
+        for run in runs:
+            for config in expand(run.config):
+                planned.setdefault((experiment, config.variant), set()).add(config.seed)
+    missing = {}
+    for (experiment, variant), seeds in sorted(planned.items()):
+        if (experiment, variant) not in found:
+            missing.setdefault(experiment, []).append((variant, len(seeds)))
+    return missing
 
 
 def _wall_seconds(runs):
@@ -484,7 +501,8 @@ def _own_section(experiment):
     return experiment in SECTIONS or experiment.startswith(CENSUS_PREFIX)
 
 
-def write_report(stats_by_key, figures, path, beyond=(), first_steps=(), left_out=()):
+def write_report(stats_by_key, figures, path, beyond=(), first_steps=(), left_out=(),
+                 not_started=None):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
              "interval, next to the value read off the paper's figure (Schicho, 2023, the "
@@ -515,6 +533,11 @@ def write_report(stats_by_key, figures, path, beyond=(), first_steps=(), left_ou
             s["base_variant"], s["protocol"] != "paper_text", s["protocol"]))
         lines += [_row(experiment, stats) for stats in ordered]
         lines.append("")
+        if (not_started or {}).get(experiment):
+            lines += ["Planned by this experiment's grid and never started (no run directory; "
+                      "the command below trains them): " + ", ".join(
+                          f"`{variant}` ({seeds} seed{'s' if seeds > 1 else ''})"
+                          for variant, seeds in not_started[experiment]) + ".", ""]
         lines += _measured(experiment, variants)
         wall = sum(s["wall_seconds"] for s in variants.values())
         timed = sum(s["timed_runs"] for s in variants.values())
@@ -550,13 +573,14 @@ def main(argv=None):
                                      description="Aggregates runs into the paper's figures "
                                      "and a table against its numbers.")
     parser.add_argument("directories", nargs="+", help="runs directories (shards merge)")
-    parser.add_argument("--out", help="where to write the report; default the first directory")
+    parser.add_argument("--out", help="where to write the report; default DIRECTORY/report "
+                        "for the first directory given")
     args = parser.parse_args(argv)
     missing = [d for d in args.directories if not os.path.isdir(d)]
     if missing:
         print(f"kzero.report: error: no such directory: {missing[0]}", file=sys.stderr)
         sys.exit(2)
-    report(args.directories, args.out or args.directories[0])
+    report(args.directories, args.out or os.path.join(args.directories[0], "report"))
 
 
 def report(directories, out):
@@ -579,9 +603,14 @@ def report(directories, out):
         figures[experiment] = f"{experiment}.png"
     if plot_figure12(runs_by_key, os.path.join(out, "figure12.png")):
         figures["figure12"] = "figure12.png"
+    not_started = never_started(runs_by_key)
     write_report(stats_by_key, figures, os.path.join(out, "report.md"),
                  beyond_the_paper(runs_by_key, out), first_steps_section(runs_by_key, out),
-                 left_out)
+                 left_out, not_started)
+    for experiment, variants in not_started.items():
+        print(f"kzero.report: {experiment}: {len(variants)} planned variant"
+              f"{'s' if len(variants) > 1 else ''} never started: "
+              f"{', '.join(variant for variant, _ in variants)}", file=sys.stderr)
     print(f"kzero.report: {len(stats_by_key)} variants -> {out}/report.md")
     return stats_by_key
 
