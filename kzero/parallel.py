@@ -118,40 +118,61 @@ class _ReplicaMetrics(EpochMetricsLogger):
 
 class _GroupEpochLine(keras.callbacks.Callback):
     """What a group prints in place of Keras' line of every replica's
-    metrics, which runs to thousands of characters: after each epoch, the
-    spread of its runs' test accuracy, read from their loggers."""
+    metrics, which runs to thousands of characters: after each epoch, per
+    variant, the spread of its runs' test accuracy, read from their loggers.
+    `variants` names each logger's variant (a group may mix schemes)."""
 
-    def __init__(self, loggers, epochs, print_line=print):
+    def __init__(self, loggers, variants, epochs, print_line=print):
         super().__init__()
-        self.loggers, self.epochs, self.print_line = loggers, epochs, print_line
+        self.loggers, self.variants, self.epochs = loggers, variants, epochs
+        self.print_line = print_line
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracies = [float(logger.rows[-1]["test_accuracy"]) for logger in self.loggers
-                      if logger.rows and logger.rows[-1]["epoch"] == epoch + 1]
-        finite = [a for a in accuracies if math.isfinite(a)]
-        spread = (f"test accuracy {min(finite):.4f} to {max(finite):.4f}, mean "
-                  f"{sum(finite) / len(finite):.4f}, over {len(finite)} runs" if finite
-                  else "no finite test accuracy")
+        by_variant = {}
+        for variant, logger in zip(self.variants, self.loggers):
+            if logger.rows and logger.rows[-1]["epoch"] == epoch + 1:
+                by_variant.setdefault(variant, []).append(
+                    float(logger.rows[-1]["test_accuracy"]))
+        parts = [f"{variant}: {_spread(accuracies)}" for variant, accuracies in by_variant.items()]
         self.print_line(f"epoch {epoch + 1}/{self.epochs} - "
-                        f"{time.perf_counter() - self._start:.0f}s - {spread}", flush=True)
+                        f"{time.perf_counter() - self._start:.0f}s - "
+                        f"{'; '.join(parts) or 'no run logged the epoch'}", flush=True)
+
+
+def _spread(accuracies):
+    finite = [a for a in accuracies if math.isfinite(a)]
+    if not finite:
+        return "no finite test accuracy"
+    if len(finite) == 1:
+        return f"test accuracy {finite[0]:.4f}"
+    return (f"test accuracy {min(finite):.4f} to {max(finite):.4f}, mean "
+            f"{sum(finite) / len(finite):.4f}, over {len(finite)} runs")
 
 
 class _GroupProgressBar(_GroupEpochLine):
-    """On a terminal, also a bar of the epoch's steps and the summed loss."""
+    """On a terminal, also a bar of the epoch's steps with each variant's
+    training loss (the mean over its runs, of the batches so far)."""
 
-    def __init__(self, loggers, epochs, steps):
-        super().__init__(loggers, epochs)
+    def __init__(self, loggers, variants, epochs, steps):
+        super().__init__(loggers, variants, epochs)
         self.steps = steps
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
-        self._bar = keras.utils.Progbar(self.steps, stateful_metrics=["summed loss"])
+        self._bar = keras.utils.Progbar(self.steps, stateful_metrics=[
+            f"{variant} loss" for variant in dict.fromkeys(self.variants)])
 
     def on_train_batch_end(self, batch, logs=None):
-        self._bar.update(batch + 1, [("summed loss", float((logs or {}).get("loss", math.nan)))])
+        logs = logs or {}
+        losses = {}
+        for index, variant in enumerate(self.variants):
+            value = logs.get(f"{index}/replica_{index}_loss", logs.get("loss", math.nan))
+            losses.setdefault(f"{variant} loss", []).append(float(value))
+        self._bar.update(batch + 1, [(name, sum(values) / len(values))
+                                     for name, values in losses.items()])
 
 
 def _check_one_architecture(configs):
@@ -248,11 +269,13 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     callbacks = [*sessions, *loggers, *recorders, Checkpointer(checkpoint), *extra_callbacks]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    variants = [config.variant for config in configs]
     if verbose == 1:
         callbacks.insert(len(loggers) + len(sessions),
-                         _GroupProgressBar(loggers, configs[0].epochs, steps_per_epoch))
+                         _GroupProgressBar(loggers, variants, configs[0].epochs, steps_per_epoch))
     elif verbose:
-        callbacks.insert(len(loggers) + len(sessions), _GroupEpochLine(loggers, configs[0].epochs))
+        callbacks.insert(len(loggers) + len(sessions),
+                         _GroupEpochLine(loggers, variants, configs[0].epochs))
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()

@@ -185,3 +185,24 @@ def test_each_run_is_a_session_of_tensorboards_hparams_tab(tmp_path, mnist):
     assert end.status == api_pb2.STATUS_SUCCESS
     # The metrics the tab shows are the run's own scalars.
     assert "epoch/test_accuracy" in accumulator.Tags()["scalars"]
+
+
+def test_a_groups_console_shows_each_variant_apart(capsys):
+    from types import SimpleNamespace
+
+    from kzero.parallel import _GroupProgressBar
+
+    rows = [[{"epoch": 1, "test_accuracy": a}] for a in (0.5, 0.7, 0.2)]
+    loggers = [SimpleNamespace(rows=r) for r in rows]
+    bar = _GroupProgressBar(loggers, ["fnn_lecun", "fnn_lecun", "fnn_zero"], epochs=3, steps=1)
+    bar.on_epoch_begin(0)
+    bar.on_train_batch_end(0, {"0/replica_0_loss": 1.0, "1/replica_1_loss": 3.0,
+                               "2/replica_2_loss": 5.0, "loss": 9.0})
+    bar.on_epoch_end(0)
+    out = capsys.readouterr().out
+    # The bar: each variant's mean loss over its runs, never the sum over replicas.
+    assert "fnn_lecun loss: 2.0000" in out and "fnn_zero loss: 5.0000" in out
+    assert "9.0000" not in out
+    assert out.rstrip().splitlines()[-1].endswith(
+        "fnn_lecun: test accuracy 0.5000 to 0.7000, mean 0.6000, over 2 runs; "
+        "fnn_zero: test accuracy 0.2000")
