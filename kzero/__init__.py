@@ -51,17 +51,29 @@ from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform,  # no
                                 NumpyNormal, NumpyUniform, Scheme, apply_scheme, get_scheme,
                                 register_scheme, small_normal_scheme)
 from kzero.initcheck import check_init, init_warning  # noqa: E402
-from kzero.layers import BatchNormalization  # noqa: E402
+from kzero.layers import StableBatchNormalization  # noqa: E402
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
                           build_model, register_model)
 from kzero.optimizers import OPTIMIZERS, register_optimizer  # noqa: E402
 from kzero.protocols import PROTOCOLS, Protocol, register_protocol  # noqa: E402
 from kzero.train import train  # noqa: E402
 
-__all__ = ["ACTIVATIONS", "BatchNormalization", "ConfigError", "DATASETS", "DataError",
+__all__ = ["ACTIVATIONS", "ConfigError", "DATASETS", "DataError",
            "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec",
            "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform", "OPTIMIZERS", "PROTOCOLS",
-           "Protocol", "RunConfig", "SCHEMES", "Scheme", "apply_scheme", "build_model", "check_init",
+           "Protocol", "RunConfig", "SCHEMES", "Scheme", "StableBatchNormalization", "apply_scheme", "build_model", "check_init",
            "get_dataset", "get_scheme", "init_warning", "initializers", "layers", "load_dataset",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",
            "register_scheme", "small_normal_scheme", "train"]
+
+
+def __getattr__(name):
+    # The layer's former name, which shadowed Keras' own layer under
+    # `from kzero import *`: still reachable, never exported.
+    if name == "BatchNormalization":
+        import warnings
+
+        warnings.warn("kzero.BatchNormalization is now kzero.StableBatchNormalization",
+                      DeprecationWarning, stacklevel=2)
+        return StableBatchNormalization
+    raise AttributeError(f"module 'kzero' has no attribute {name!r}")

@@ -81,7 +81,7 @@ class RunConfig:
             PyTorch's 1e-5, as in the paper's code.
         bn_exact_mean: the batch norms centre a channel that is constant over
             the batch exactly, where the plain mean leaves rounding error
-            (`kzero.layers.BatchNormalization`).
+            (`kzero.layers.StableBatchNormalization`).
         pipeline: one of `PIPELINES`.
         precision: one of `PRECISIONS`.
         jit_compile: a key of `JIT_COMPILE`.

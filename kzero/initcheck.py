@@ -27,13 +27,13 @@ import keras
 import numpy as np
 
 from kzero.gradients import gradient_function
-from kzero.layers import BatchNormalization
+from kzero.layers import StableBatchNormalization
 
 __all__ = ["NORMALIZATIONS", "StageProbe", "check_init", "erasing_normalizations", "init_warning",
            "input_dependence", "stage_layers"]
 
 # Layers that subtract each channel's batch mean in training.
-NORMALIZATIONS = (keras.layers.BatchNormalization, BatchNormalization)
+NORMALIZATIONS = (keras.layers.BatchNormalization, StableBatchNormalization)
 
 # Layers that map a per-channel constant plus x to that constant plus their
 # map of x: a bias passes through them to a normalisation unchanged.

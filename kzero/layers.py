@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-__all__ = ["BatchNormalization"]
+__all__ = ["StableBatchNormalization"]
 
 
 @keras.saving.register_keras_serializable(package="kzero")
-class BatchNormalization(keras.layers.Layer):
+class StableBatchNormalization(keras.layers.Layer):
     """Batch normalization over the last axis, with a batch variance that is
     never negative.
 
@@ -89,3 +89,7 @@ class BatchNormalization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
                 "test_statistics": self.test_statistics, "exact_mean": self.exact_mean}
+
+
+# Models saved under the layer's former name load as before.
+keras.saving.get_custom_objects()["kzero>BatchNormalization"] = StableBatchNormalization

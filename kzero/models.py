@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import keras
 
 from kzero.initializers import get_scheme, layer_rng, move_biases_to_normalizations
-from kzero.layers import BatchNormalization
+from kzero.layers import StableBatchNormalization
 from kzero.registry import Registry
 
 __all__ = ["ACTIVATIONS", "INIT_SCOPES", "MODELS", "LayerFactory", "ModelSpec", "build_model",
@@ -50,10 +50,10 @@ class LayerFactory:
         initialized_layers: if given, only the layers of these names get
             `scheme`; the others get the reference (`lecun`) init.
         bn_statistics: what `batch_norm` layers normalise test batches with:
-            "moving" or "batch" (see `kzero.layers.BatchNormalization`).
+            "moving" or "batch" (see `kzero.layers.StableBatchNormalization`).
         bn_epsilon: what `batch_norm` layers add to the variance.
         bn_exact_mean: `batch_norm` layers centre a constant channel exactly
-            (`kzero.layers.BatchNormalization`'s `exact_mean`).
+            (`kzero.layers.StableBatchNormalization`'s `exact_mean`).
     """
 
     def __init__(self, scheme, bias_scale, activation, seed, initialized_layers=None,
@@ -105,7 +105,7 @@ class LayerFactory:
 
     def batch_norm(self, x, name):
         # PyTorch's momentum (the paper's code): its 0.1 is 0.9 here.
-        return BatchNormalization(momentum=0.9, epsilon=self.bn_epsilon,
+        return StableBatchNormalization(momentum=0.9, epsilon=self.bn_epsilon,
                                   test_statistics=self.bn_statistics,
                                   exact_mean=self.bn_exact_mean, name=name)(x)
 

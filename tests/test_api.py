@@ -241,3 +241,29 @@ def test_the_core_imports_nothing_of_the_analysis():
                             text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["[]"], result.stdout
+
+
+def test_kzeros_batch_norm_has_its_own_name_and_the_former_one_still_loads(tmp_path):
+    import zipfile
+
+    import keras
+
+    import kzero
+
+    namespace = {}
+    exec("from kzero import *", namespace)
+    assert "BatchNormalization" not in namespace  # Keras' layer keeps its name
+    with pytest.warns(DeprecationWarning, match="StableBatchNormalization"):
+        assert kzero.BatchNormalization is kzero.StableBatchNormalization
+    # A model saved when the layer was kzero>BatchNormalization loads.
+    model = keras.Sequential([keras.Input((4,)), kzero.StableBatchNormalization()])
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    files["config.json"] = files["config.json"].replace(b"kzero>StableBatchNormalization",
+                                                        b"kzero>BatchNormalization")
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert isinstance(loaded.layers[0], kzero.StableBatchNormalization)

@@ -206,7 +206,7 @@ def test_bn_epsilon_names_the_variant_and_reaches_every_batch_norm():
                                                 "cnn_zero_normal_x1_bn_eps0.001")
     for run, epsilon in ((config, 1e-5), (larger, 1e-3)):
         norms = [layer for layer in build_run_model(run).layers
-                 if isinstance(layer, kzero.BatchNormalization)]
+                 if isinstance(layer, kzero.StableBatchNormalization)]
         assert len(norms) == 3 and {norm.epsilon for norm in norms} == {epsilon}
 
 
@@ -216,8 +216,8 @@ def test_exact_mean_centres_a_constant_channel_exactly_and_changes_nothing_else(
     # conv's output is; channel 1 varies.
     constant = np.full((16, 4, 4, 1), 0.7310586, np.float32)
     x = np.concatenate([constant, rng.standard_normal((16, 4, 4, 1)).astype(np.float32)], -1)
-    exact = kzero.BatchNormalization(epsilon=1e-5, exact_mean=True)
-    plain = kzero.BatchNormalization(epsilon=1e-5)
+    exact = kzero.StableBatchNormalization(epsilon=1e-5, exact_mean=True)
+    plain = kzero.StableBatchNormalization(epsilon=1e-5)
     out_exact = numpy(exact(x, training=True))
     out_plain = numpy(plain(x, training=True))
     assert not out_exact[..., 0].any()

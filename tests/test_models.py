@@ -130,10 +130,10 @@ def test_bad_choices_name_the_valid_ones(kwargs, message):
 
 
 def test_batch_norm_matches_keras_and_survives_constant_inputs():
-    from kzero.layers import BatchNormalization
+    from kzero.layers import StableBatchNormalization
 
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 4, 4, 8)).astype("float32")
-    ours = BatchNormalization(momentum=0.9, epsilon=1e-5)
+    ours = StableBatchNormalization(momentum=0.9, epsilon=1e-5)
     theirs = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
     for training in (True, False, True):
         np.testing.assert_allclose(numpy(ours(x, training=training)),
@@ -160,9 +160,9 @@ def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
 
 
 def test_batch_norm_keeps_float32_statistics_under_bfloat16():
-    from kzero.layers import BatchNormalization
+    from kzero.layers import StableBatchNormalization
 
-    layer = BatchNormalization(dtype="mixed_bfloat16")
+    layer = StableBatchNormalization(dtype="mixed_bfloat16")
     x = np.random.default_rng(0).normal(3.0, 2.0, (64, 8)).astype(np.float32)
     y = keras.ops.convert_to_numpy(
         keras.ops.cast(layer(keras.ops.cast(x, "bfloat16"), training=True), "float32"))

@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kzero.config import ConfigError, RunConfig
-from kzero.layers import BatchNormalization
+from kzero.layers import StableBatchNormalization
 from kzero.models import build_model
 from kzero.pipelines import epoch_order, make_pipelines, split_holdout
 from kzero.records import read_rows
@@ -127,20 +127,20 @@ def test_holdout_accuracy_is_the_models_accuracy_on_the_held_out_images(tmp_path
 
 def test_batch_statistics_at_test_time_normalise_each_batch_by_itself():
     x = np.random.default_rng(0).normal(3.0, 2.0, (64, 5)).astype(np.float32)
-    batch = BatchNormalization(epsilon=1e-5, test_statistics="batch")
-    moving = BatchNormalization(epsilon=1e-5)
+    batch = StableBatchNormalization(epsilon=1e-5, test_statistics="batch")
+    moving = StableBatchNormalization(epsilon=1e-5)
     expected = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
     np.testing.assert_allclose(numpy(batch(x, training=False)), expected, rtol=1e-4, atol=1e-4)
     # Keras' rule: the moving statistics, still at mean 0 and variance 1.
     np.testing.assert_allclose(numpy(moving(x, training=False)), x / np.sqrt(1 + 1e-5),
                                rtol=1e-5)
-    restored = BatchNormalization.from_config(batch.get_config())
+    restored = StableBatchNormalization.from_config(batch.get_config())
     assert restored.test_statistics == "batch"
 
 
 def test_the_models_batch_norm_layers_take_the_runs_statistics():
     model = build_model("cifar10", "cnn", seed=0, bn_statistics="batch")
-    layers = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
+    layers = [layer for layer in model.layers if isinstance(layer, StableBatchNormalization)]
     assert len(layers) == 3 and all(layer.test_statistics == "batch" for layer in layers)
 
 
