@@ -507,6 +507,25 @@ class StopOnRequest(keras.callbacks.Callback):
     on_test_batch_begin = on_train_batch_begin
 
 
+class SynchronousBatchEnd(keras.callbacks.Callback):
+    """Keeps Keras' batch-end callbacks on the main thread, in step with the
+    training steps.
+
+    Where no callback overrides a batch-end hook, Keras 3 hands each batch's
+    logs to a thread pool, whose threads turn them into NumPy (waiting on
+    the step that computed them) while the main thread dispatches the next
+    step. With a model replicated over several jax CPU devices, each step
+    ends in an all-reduce whose per-device threads must meet within XLA's
+    rendezvous timeout; with the pool's threads in the way, one arrived late
+    and XLA aborted the process (`Termination timeout for all reduce`,
+    rc 134). Overriding the hook turns that dispatch off."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    on_test_batch_end = on_train_batch_end
+
+
 class Checkpointer(keras.callbacks.Callback):
     """Saves the model with its optimizer state after every epoch, atomically,
     so that a killed run resumes from its last finished epoch. Goes last in

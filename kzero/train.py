@@ -18,7 +18,8 @@ import numpy as np
 
 from kzero.callbacks import (ActivationRecorder, Checkpointer, EpochMetricsLogger,
                              GradientRecorder, HParamsLogger, HoldoutEvaluator, StageRecorder,
-                             StepLossLogger, StopOnRequest, SymmetryMonitor)
+                             StepLossLogger, StopOnRequest, SymmetryMonitor,
+                             SynchronousBatchEnd)
 from kzero.config import JIT_COMPILE, RunConfig
 from kzero.datasets import get_dataset, load_dataset
 from kzero.io import read_json, save_model_atomic, write_json
@@ -275,6 +276,8 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
         callbacks.insert(1, HoldoutEvaluator(holdout))
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
+    if config.distribution == "data_parallel":
+        callbacks.append(SynchronousBatchEnd())
     gradient_recorder, recorders = diagnostics(config, arrays, workdir, initial_epoch, steps)
     callbacks += recorders
     callbacks.append(Checkpointer(checkpoint))
