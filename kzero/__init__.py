@@ -49,7 +49,7 @@ from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # no
                             load_dataset, register_dataset)
 from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform,  # noqa: E402
                                 NumpyNormal, NumpyUniform, Scheme, apply_scheme, get_scheme,
-                                register_scheme, small_normal_scheme)
+                                ZerOHadamard, register_scheme, small_normal_scheme)
 from kzero.initcheck import check_init, init_warning  # noqa: E402
 from kzero.layers import StableBatchNormalization  # noqa: E402
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
@@ -61,7 +61,8 @@ from kzero.train import train  # noqa: E402
 __all__ = ["ACTIVATIONS", "ConfigError", "DATASETS", "DataError",
            "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec",
            "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform", "OPTIMIZERS", "PROTOCOLS",
-           "Protocol", "RunConfig", "SCHEMES", "Scheme", "StableBatchNormalization", "apply_scheme", "build_model", "check_init",
+           "Protocol", "RunConfig", "SCHEMES", "Scheme", "StableBatchNormalization", "ZerOHadamard",
+           "apply_scheme", "build_model", "check_init",
            "get_dataset", "get_scheme", "init_warning", "initializers", "layers", "load_dataset",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",
            "register_scheme", "small_normal_scheme", "train"]

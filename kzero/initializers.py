@@ -27,7 +27,8 @@ from kzero.registry import Registry
 __all__ = ["INIT_STREAM", "FanInUniform", "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform",
            "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme", "layer_rng",
            "move_biases_to_normalizations",
-           "register_scheme", "small_normal_scheme", "weighted_layers"]
+           "register_scheme", "small_normal_scheme", "weighted_layers", "ZerOHadamard",
+           "zero_matrix"]
 
 # Which random stream initial weights are drawn from; a run's config.json
 # records it. Runs without it drew from each backend's own generator.
@@ -163,6 +164,55 @@ class FanInUniform(NumpyUniform):
         return {"fan_in": self.fan_in, "seed": super().get_config()["seed"]}
 
 
+def _hadamard(size):
+    """Sylvester's Hadamard matrix of `size` (a power of 2), entries +-1."""
+    matrix = np.ones((1, 1))
+    while len(matrix) < size:
+        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
+    return matrix
+
+
+def zero_matrix(fan_out, fan_in):
+    """ZerO's matrix for a layer of `fan_in` inputs and `fan_out` outputs, in
+    PyTorch's (out, in) layout (Zhao et al. 2022, Algorithm 1, as in
+    jiaweizzhao/ZerO-initialization's `ZerO_Init_on_matrix`): the partial
+    identity where the layer does not widen (out <= in), else I* H I* with H
+    the normalised Hadamard matrix of size 2^ceil(log2 out), I* its partial
+    identities."""
+    if fan_out <= fan_in:
+        return np.eye(fan_out, fan_in)
+    log_size = math.ceil(math.log2(fan_out))
+    size = 2 ** log_size
+    return (np.eye(fan_out, size) @ (_hadamard(size) / 2 ** (log_size / 2))
+            @ np.eye(size, fan_in))
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class ZerOHadamard(keras.initializers.Initializer):
+    """ZerO's deterministic kernel (Zhao, Schaefer, Anandkumar, TMLR 2022):
+    only zeros, ones and (where a layer widens) a scaled Hadamard block.
+
+    A dense kernel, Keras' (in, out), is `zero_matrix(out, in)` transposed.
+    A conv kernel (kh, kw, in, out) has that matrix at its centre tap
+    (kh // 2, kw // 2) and zeros at every other tap: the paper's Algorithm 2
+    read as "each output channel starts as the identity (or Hadamard) map of
+    the input channels at the centre of its window", which makes a 3x3 conv
+    start as the matching 1x1 map.
+
+    >>> keras.layers.Dense(4, kernel_initializer=ZerOHadamard())
+    """
+
+    def __call__(self, shape, dtype=None):
+        *taps, fan_in, fan_out = shape
+        values = np.zeros(shape)
+        centre = tuple(size // 2 for size in taps)
+        values[centre] = zero_matrix(fan_out, fan_in).T
+        return _to_tensor(values, dtype or keras.config.floatx())
+
+    def get_config(self):
+        return {}
+
+
 def layer_rng(seed, layer_key):
     """The generator a layer's kernel and bias seeds are drawn from: a
     function of the run's seed and the layer's name (or other key) alone, so
@@ -266,6 +316,15 @@ for _scheme in [
             NumpyUniform(minval=0.0, maxval=scale, seed=bs),
         ),
         uses_bias_scale=True,
+    ),
+    Scheme(
+        "zero_hadamard",
+        "ZerO (Zhao et al. 2022): kernels the partial identity, or a scaled Hadamard block "
+        "where a layer widens, at a conv's centre tap; zero biases; deterministic",
+        lambda fan_in, scale, ks, bs: (
+            ZerOHadamard(),
+            keras.initializers.Zeros(),
+        ),
     ),
     Scheme(
         "keras_default",

@@ -170,3 +170,61 @@ def test_numpy_initializers_keep_the_keras_config():
     assert type(restored) is NumpyUniform and restored.maxval == 3
     with pytest.raises(ValueError, match="NumpyNormal draws with NumPy and needs an integer"):
         NumpyNormal(seed=keras.random.SeedGenerator(1))((3,))
+
+
+# ZerO's reference rule, as in jiaweizzhao/ZerO-initialization's example_mnist.ipynb
+# (Algorithm 1 of the paper), in PyTorch's (out, in) layout.
+def reference_zero_init_on_matrix(matrix_tensor):
+    import torch
+    from scipy.linalg import hadamard
+
+    m = matrix_tensor.size(0)
+    n = matrix_tensor.size(1)
+    if m <= n:
+        init_matrix = torch.nn.init.eye_(torch.empty(m, n))
+    elif m > n:
+        clog_m = math.ceil(math.log2(m))
+        p = 2**(clog_m)
+        init_matrix = torch.nn.init.eye_(torch.empty(m, p)) @ (
+            torch.tensor(hadamard(p)).float() / (2**(clog_m / 2))) @ torch.nn.init.eye_(
+                torch.empty(p, n))
+    return init_matrix
+
+
+# The notebook's MLP (784-784-1024-1024-10), a layer that widens past a power of
+# two (10 -> 40), and a conv stem.
+@pytest.mark.parametrize("fan_in,fan_out", [(784, 784), (784, 1024), (1024, 1024), (1024, 10),
+                                            (10, 40), (3, 32)])
+def test_zero_hadamard_equals_the_zero_reference_rule(fan_in, fan_out):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    from kzero.initializers import ZerOHadamard
+
+    reference = reference_zero_init_on_matrix(torch.empty(fan_out, fan_in)).numpy().T
+    dense = keras.ops.convert_to_numpy(ZerOHadamard()((fan_in, fan_out), "float32"))
+    np.testing.assert_allclose(dense, reference, rtol=0, atol=1e-7)
+    # A conv: that matrix at the centre tap of its window, zeros elsewhere.
+    conv = keras.ops.convert_to_numpy(ZerOHadamard()((3, 3, fan_in, fan_out), "float32"))
+    np.testing.assert_allclose(conv[1, 1], reference, rtol=0, atol=1e-7)
+    conv[1, 1] = 0
+    assert not conv.any()
+
+
+def test_zero_hadamard_through_apply_scheme_on_a_users_model():
+    from kzero.initializers import apply_scheme
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(10, name="head")(x)
+    model = apply_scheme(keras.Model(inputs, outputs), "zero_hadamard", seed=5)
+    # The 3 -> 4 conv widens: its centre tap is the scaled Hadamard block.
+    centre = keras.ops.convert_to_numpy(model.get_layer("conv").kernel)[1, 1]
+    np.testing.assert_allclose(np.abs(centre), np.full((3, 4), 0.5))
+    head = keras.ops.convert_to_numpy(model.get_layer("head").kernel)
+    np.testing.assert_array_equal(head, np.eye(256, 10))
+    assert not keras.ops.convert_to_numpy(model.get_layer("head").bias).any()
+    # Deterministic: no seed changes it.
+    again = apply_scheme(keras.models.clone_model(model), "zero_hadamard", seed=6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again.get_layer("conv").kernel),
+                                  keras.ops.convert_to_numpy(model.get_layer("conv").kernel))
