@@ -512,13 +512,13 @@ class SynchronousBatchEnd(keras.callbacks.Callback):
     training steps.
 
     Where no callback overrides a batch-end hook, Keras 3 hands each batch's
-    logs to a thread pool, whose threads turn them into NumPy (waiting on
-    the step that computed them) while the main thread dispatches the next
-    step. With a model replicated over several jax CPU devices, each step
-    ends in an all-reduce whose per-device threads must meet within XLA's
-    rendezvous timeout; with the pool's threads in the way, one arrived late
-    and XLA aborted the process (`Termination timeout for all reduce`,
-    rc 134). Overriding the hook turns that dispatch off."""
+    logs to a thread pool, whose threads turn them into NumPy (each waiting
+    on the step that computed them) while the main thread dispatches the
+    next step. With the model replicated over several jax CPU devices, runs
+    with that pool aborted in XLA's all-reduce rendezvous (`Termination
+    timeout for all reduce`, rc 134), the pool's threads all waiting on step
+    results; with the hook overridden, which turns the pool off, none did
+    (the tally is in docs/running.md)."""
 
     def on_train_batch_end(self, batch, logs=None):
         pass

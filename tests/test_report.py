@@ -435,3 +435,13 @@ def test_a_planned_variant_that_never_started_is_named(tmp_path, data_dir, capsy
     text = (tmp_path / "out" / "report.md").read_text()
     assert "Planned by this experiment's grid and never started" in text
     assert "`logreg_zero` (1 seed)." in text
+
+
+def test_a_variant_with_no_finished_epoch_is_not_called_diverged(tmp_path):
+    make_run(tmp_path, "mnist_fnn", "fnn_lecun", 0, [0.9, 0.95, 0.97])
+    make_run(tmp_path, "mnist_fnn", "fnn_zero_normal_x1", 0, [], finished=False)
+    report([str(tmp_path)], str(tmp_path / "out"))
+    (row,) = [line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+              if line.startswith("| fnn_zero_normal_x1 |")]
+    assert "| no epoch yet |" in row and "no run has finished an epoch" in row
+    assert "diverge" not in row

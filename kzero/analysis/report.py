@@ -359,7 +359,8 @@ def _comparable(stats):
     it did, else why not, e.g. "not comparable: 2 of 15 epochs"."""
     final, expected = _final(stats), stats["expected_epochs"]
     if final is None:
-        return "not comparable: no epoch without divergence"
+        return ("not comparable: no epoch without divergence" if stats["diverged"]
+                else "not comparable: no run has finished an epoch")
     if expected is not None and final[2] < expected:
         return f"not comparable: {final[2]} of {expected} epochs"
     return None
@@ -369,7 +370,7 @@ def _row(experiment, stats):
     paper = PAPER.get((experiment, stats["base_variant"]))
     final = _final(stats)
     notes = _caveats(stats)
-    ours, epochs, seeds = "all diverged", 0, 0
+    ours, epochs, seeds = ("all diverged" if stats["diverged"] else "no epoch yet"), 0, 0
     diff = inside = "-"
     if final is not None:
         mean, half, epochs, seeds = final
