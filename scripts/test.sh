@@ -16,7 +16,7 @@ if [ -z "${KZERO_DATA_DIR:-}" ] && [ -f "$shared/mnist.npz" ]; then
   export KZERO_DATA_DIR="$shared"
 fi
 # setup.cfg leaves the slow tier out of a bare pytest; a later -m takes it back in.
-KERAS_BACKEND=jax python -m pytest -q --durations=10 -m "slow or not slow" "$@"
+KERAS_BACKEND=jax python -m pytest -q --durations=25 -m "slow or not slow" "$@"
 for backend in tensorflow torch; do
-  KERAS_BACKEND=$backend python -m pytest -q --durations=10 -m "not once and not slow" "$@"
+  KERAS_BACKEND=$backend python -m pytest -q --durations=25 -m "not once and not slow" "$@"
 done
