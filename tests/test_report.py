@@ -403,6 +403,30 @@ def test_the_readmes_results_table_is_the_committed_reports():
         assert measured.strip(" |") == f"{float(row['mean']):.4f} ± {half:.4f}", variant
 
 
+def test_the_readmes_residual_table_and_gaps_are_the_committed_reports():
+    """The README's ResNet-20 rows are the final epoch of the report's
+    cifar_resnet20 variants, and its gaps the report's measured differences."""
+    from conftest import REPO
+
+    text = open(os.path.join(REPO, "README.md")).read()
+    table = text.split("A residual batch-norm network this CPU trains", 1)[1].split("\n\n")[1]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    final = {row["variant"]: row for row in read_csv(
+        os.path.join(REPO, "docs", "results", "results.csv"))
+        if row["experiment"] == "cifar_resnet20"}
+    assert len(rows) == 3
+    for _, init, epochs, measured in rows:
+        scheme = init.split()[0]
+        row = final[f"resnet20_{scheme}" + ("" if scheme == "lecun" else "_x1")]
+        half = (float(row["ci_high"]) - float(row["ci_low"])) / 2
+        assert measured.strip(" |") == f"{float(row['mean']):.4f} ± {half:.4f}", scheme
+        assert epochs == row["epoch"]
+    report_text = open(os.path.join(REPO, "docs", "results", "report.md")).read()
+    for scheme in ("zero_normal", "zero_normal_bn"):
+        gap = report_text.split(f"resnet20_lecun - resnet20_{scheme}_x1 = ", 1)[1].split(".\n")[0]
+        assert f"{gap} ({scheme})" in text.replace("\n", " "), scheme
+
+
 def test_a_damaged_run_is_left_out_of_the_report_in_one_line_and_counted(tmp_path, capsys):
     for seed in range(4):
         make_run(tmp_path, "mnist_fnn", "fnn_lecun", seed, [0.9, 0.95, 0.97], runs=4)
