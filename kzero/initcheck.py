@@ -30,7 +30,7 @@ from kzero.gradients import gradient_function
 from kzero.layers import StableBatchNormalization
 
 __all__ = ["NORMALIZATIONS", "StageProbe", "check_init", "erasing_normalizations", "init_warning",
-           "input_dependence", "stage_layers"]
+           "input_dependence", "residual_branch_ends", "stage_layers"]
 
 # Layers that subtract each channel's batch mean in training.
 NORMALIZATIONS = (keras.layers.BatchNormalization, StableBatchNormalization)
@@ -114,6 +114,58 @@ def erasing_normalizations(model, zero_kernel=True):
         if normalization is not None:
             found[layer] = normalization
     return found
+
+
+def _ancestry(tensor, producers):
+    """`tensor`, then the input of the layer that made it, and so on back
+    through single-input layers: the chain a residual path runs along."""
+    chain = [tensor]
+    while id(chain[-1]) in producers:
+        try:
+            inputs = keras.tree.flatten(producers[id(chain[-1])].input)
+        except (AttributeError, ValueError):  # a layer called more than once
+            break
+        if len(inputs) != 1:
+            break
+        chain.append(inputs[0])
+    return chain
+
+
+def residual_branch_ends(model):
+    """The batch norms that end a residual branch: of the inputs of an `Add`
+    that joins a branch to its shortcut, the batch norm on the longer path
+    back to the tensor both paths start from (the block's input). A shortcut
+    is the block's input itself, or a short projection (conv and batch norm)
+    of it, so in kuangliu's blocks and torchvision's the result is the last
+    batch norm of each branch (bn2 of a basic block, bn3 of a bottleneck)."""
+    layers = _layers(model)
+    producers = {}
+    for layer in layers:
+        try:
+            producers[id(layer.output)] = layer
+        except (AttributeError, ValueError):  # a layer never called in a graph
+            continue
+    ends = []
+    for join in layers:
+        if not isinstance(join, keras.layers.Add):
+            continue
+        try:
+            inputs = keras.tree.flatten(join.input)
+        except (AttributeError, ValueError):  # a layer called more than once
+            continue
+        if len(inputs) != 2:
+            continue
+        chains = [_ancestry(tensor, producers) for tensor in inputs]
+        later = {id(tensor) for tensor in chains[1]}
+        fork = next((id(t) for t in chains[0] if id(t) in later), None)
+        if fork is None:
+            continue
+        lengths = [[id(t) for t in chain].index(fork) for chain in chains]
+        branch = inputs[lengths.index(max(lengths))]
+        end = producers.get(id(branch))
+        if lengths[0] != lengths[1] and isinstance(end, NORMALIZATIONS):
+            ends.append(end)
+    return ends
 
 
 def input_dependence(outputs):

@@ -28,7 +28,7 @@ __all__ = ["INIT_STREAM", "FanInUniform", "NumpyGlorotUniform", "NumpyNormal", "
            "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme", "layer_rng",
            "move_biases_to_normalizations",
            "register_scheme", "small_normal_scheme", "weighted_layers", "ZerOHadamard",
-           "zero_matrix"]
+           "zero_branch_gammas", "zero_matrix"]
 
 # Which random stream initial weights are drawn from; a run's config.json
 # records it. Runs without it drew from each backend's own generator.
@@ -234,15 +234,19 @@ class Scheme:
             bias (and, its kernel being zero, its whole output), that layer
             gets a zero bias and the batch norm's shift (beta) gets the values
             the bias would have had (`move_biases_to_normalizations`).
+        zero_branch_gamma: the batch norm that ends each residual branch
+            starts with its scale (gamma) at 0, so that each block starts as
+            its shortcut (`zero_branch_gammas`).
     """
 
     def __init__(self, name, description, make, uses_bias_scale=False,
-                 bias_to_normalization=False):
+                 bias_to_normalization=False, zero_branch_gamma=False):
         self.name = name
         self.description = description
         self._make = make
         self.uses_bias_scale = uses_bias_scale
         self.bias_to_normalization = bias_to_normalization
+        self.zero_branch_gamma = zero_branch_gamma
 
     def initializers(self, fan_in=None, bias_scale=1.0, rng=None):
         """Returns `(kernel_initializer, bias_initializer)` for one layer.
@@ -269,15 +273,20 @@ def register_scheme(scheme, replace=False):
     return SCHEMES.register(scheme.name, scheme, replace=replace)
 
 
+def _lecun(fan_in, scale, kernel_seed, bias_seed):
+    return FanInUniform(fan_in, seed=kernel_seed), FanInUniform(fan_in, seed=bias_seed)
+
+
+def _zero_normal(fan_in, scale, kernel_seed, bias_seed):
+    return keras.initializers.Zeros(), NumpyNormal(mean=0.0, stddev=scale, seed=bias_seed)
+
+
 for _scheme in [
     Scheme(
         "lecun",
         "the paper's reference: PyTorch's default, kernel and bias "
         "U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
-        lambda fan_in, scale, ks, bs: (
-            FanInUniform(fan_in, seed=ks),
-            FanInUniform(fan_in, seed=bs),
-        ),
+        _lecun,
     ),
     Scheme(
         "zero",
@@ -290,10 +299,7 @@ for _scheme in [
     Scheme(
         "zero_normal",
         "zero kernels, biases N(0, 1) * bias_scale",
-        lambda fan_in, scale, ks, bs: (
-            keras.initializers.Zeros(),
-            NumpyNormal(mean=0.0, stddev=scale, seed=bs),
-        ),
+        _zero_normal,
         uses_bias_scale=True,
     ),
     Scheme(
@@ -301,10 +307,7 @@ for _scheme in [
         "zero_normal carried through batch norm: zero kernels, biases N(0, 1) * bias_scale, "
         "except where a batch norm would remove them: there the bias is 0 and the batch "
         "norm's shift (beta) takes the random values",
-        lambda fan_in, scale, ks, bs: (
-            keras.initializers.Zeros(),
-            NumpyNormal(mean=0.0, stddev=scale, seed=bs),
-        ),
+        _zero_normal,
         uses_bias_scale=True,
         bias_to_normalization=True,
     ),
@@ -316,6 +319,13 @@ for _scheme in [
             NumpyUniform(minval=0.0, maxval=scale, seed=bs),
         ),
         uses_bias_scale=True,
+    ),
+    Scheme(
+        "zero_gamma",
+        "lecun, and the last batch norm of each residual branch starts with gamma 0 "
+        "(Goyal et al. 2017; torchvision's zero_init_residual)",
+        _lecun,
+        zero_branch_gamma=True,
     ),
     Scheme(
         "zero_hadamard",
@@ -408,17 +418,44 @@ def move_biases_to_normalizations(model, layers=None):
     return moved
 
 
-def _reset_shifts(model):
+def _branch_ends(model, branch_ends=None):
+    from kzero.initcheck import residual_branch_ends
+
+    if branch_ends is None:
+        return residual_branch_ends(model)
+    return [model.get_layer(name) for name in branch_ends]
+
+
+def zero_branch_gammas(model, branch_ends=None):
+    """Sets the scale (gamma) of the batch norm that ends each residual
+    branch of `model` to 0 (`kzero.initcheck.residual_branch_ends`, or the
+    batch norms named in `branch_ends`, for blocks that rule does not read).
+    Returns their names."""
+    names = []
+    for normalization in _branch_ends(model, branch_ends):
+        if getattr(normalization, "gamma", None) is not None:
+            normalization.gamma.assign(keras.ops.zeros(normalization.gamma.shape,
+                                                       normalization.gamma.dtype))
+            names.append(normalization.name)
+    return names
+
+
+def _reset_shifts(model, branch_ends=None):
     """The shift (beta) of every batch norm that `move_biases_to_normalizations`
-    could have filled, back to its initial zeros."""
+    could have filled back to its initial zeros, and the scale (gamma) that
+    `zero_branch_gammas` could have zeroed back to ones."""
     from kzero.initcheck import erasing_normalizations
 
     for normalization in set(erasing_normalizations(model).values()):
         if getattr(normalization, "beta", None) is not None:
             normalization.beta.assign(keras.ops.zeros(normalization.beta.shape, normalization.beta.dtype))
+    for normalization in _branch_ends(model, branch_ends):
+        if getattr(normalization, "gamma", None) is not None:
+            normalization.gamma.assign(keras.ops.ones(normalization.gamma.shape,
+                                                      normalization.gamma.dtype))
 
 
-def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
+def apply_scheme(model, scheme, bias_scale=1.0, seed=0, branch_ends=None):
     """Gives every dense and convolution layer of a built Keras model the
     initial weights of `scheme` (a name or a `Scheme`), each layer's fan-in
     worked out from its kernel. Each layer is seeded from (seed, its name), as
@@ -429,7 +466,11 @@ def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
     (architecture, layer names, scheme, bias_scale, seed), the same under
     every backend. The shifts (beta) of the batch norms that follow a conv
     or dense layer are reset to zero, and a `bias_to_normalization` scheme
-    (`zero_normal_bn`) then fills them. The layers also keep the initializers, so a saved model
+    (`zero_normal_bn`) then fills them. Likewise the scales (gamma) of the
+    batch norms that end residual branches are reset to one, and a
+    `zero_branch_gamma` scheme (`zero_gamma`) zeroes them: those
+    `kzero.initcheck.residual_branch_ends` finds, or those named in
+    `branch_ends`. The layers also keep the initializers, so a saved model
     records them. Returns `model`.
 
     >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
@@ -449,7 +490,9 @@ def apply_scheme(model, scheme, bias_scale=1.0, seed=0):
             layer.bias.assign(bias_init(layer.bias.shape, layer.bias.dtype))
     # A scheme applied over another leaves nothing of it, the batch norms'
     # shifts that a bias_to_normalization scheme fills included.
-    _reset_shifts(model)
+    _reset_shifts(model, branch_ends)
     if scheme.bias_to_normalization:
         move_biases_to_normalizations(model)
+    if scheme.zero_branch_gamma:
+        zero_branch_gammas(model, branch_ends)
     return model

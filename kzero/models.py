@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 import keras
 
-from kzero.initializers import get_scheme, layer_rng, move_biases_to_normalizations
+from kzero.initializers import (get_scheme, layer_rng, move_biases_to_normalizations,
+                                zero_branch_gammas)
 from kzero.layers import StableBatchNormalization
 from kzero.registry import Registry
 
@@ -346,4 +347,6 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
     built = keras.Model(inputs, outputs, name=f"{name}_{model}")
     if factory.scheme.bias_to_normalization:
         move_biases_to_normalizations(built, initialized_layers)
+    if factory.scheme.zero_branch_gamma and initialized_layers is None:
+        zero_branch_gammas(built)
     return built

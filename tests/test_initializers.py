@@ -228,3 +228,49 @@ def test_zero_hadamard_through_apply_scheme_on_a_users_model():
     again = apply_scheme(keras.models.clone_model(model), "zero_hadamard", seed=6)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(again.get_layer("conv").kernel),
                                   keras.ops.convert_to_numpy(model.get_layer("conv").kernel))
+
+
+def _gammas(model):
+    return {layer.name: keras.ops.convert_to_numpy(layer.gamma) for layer in model.layers
+            if hasattr(layer, "gamma")}
+
+
+# torchvision's zero_init_residual (Goyal et al. 2017): bn2 of a basic block and
+# bn3 of a bottleneck start with gamma 0; every other batch norm, shortcut
+# projections and the stem included, keeps 1.
+@pytest.mark.parametrize("model,last", [("resnet20", "bn2"), ("resnet50", "bn3")])
+def test_zero_gamma_zeroes_the_last_batch_norm_of_each_residual_branch(model, last):
+    zero_gamma = build_model("cifar10", model, init="zero_gamma", seed=2)
+    gammas = _gammas(zero_gamma)
+    zeroed = {name for name, gamma in gammas.items() if not gamma.any()}
+    assert zeroed == {name for name in gammas if name.endswith(f"_{last}")}
+    assert len(zeroed) == {"resnet20": 9, "resnet50": 16}[model]
+    assert all((gamma == 1).all() for name, gamma in gammas.items() if name not in zeroed)
+    # Its kernels and biases are lecun's.
+    lecun = build_model("cifar10", model, init="lecun", seed=2)
+    for ours, theirs in zip(zero_gamma.weights, lecun.weights):
+        if "gamma" not in ours.path:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
+                                          keras.ops.convert_to_numpy(theirs))
+
+
+def test_zero_gamma_on_a_users_model_finds_the_branch_or_takes_its_name():
+    from kzero.initializers import apply_scheme
+
+    inputs = keras.Input((8, 8, 4))
+    stem = keras.layers.BatchNormalization(name="stem")(inputs)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="c1")(stem)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="c2")(branch)
+    branch = keras.layers.BatchNormalization(name="norm_a")(branch)
+    projection = keras.layers.Conv2D(4, 1, name="p")(stem)
+    projection = keras.layers.BatchNormalization(name="norm_b")(projection)
+    joined = keras.layers.Add()([projection, branch])
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(joined))
+    model = apply_scheme(keras.Model(inputs, outputs), "zero_gamma", seed=1)
+    assert {name for name, gamma in _gammas(model).items() if not gamma.any()} == {"norm_a"}
+    # Another scheme over it leaves nothing of it.
+    apply_scheme(model, "lecun", seed=1)
+    assert all((gamma == 1).all() for gamma in _gammas(model).values())
+    # Named by the user, where the rule does not read the block.
+    apply_scheme(model, "zero_gamma", seed=1, branch_ends=["norm_b"])
+    assert {name for name, gamma in _gammas(model).items() if not gamma.any()} == {"norm_b"}
