@@ -107,8 +107,8 @@ class LayerFactory:
     def batch_norm(self, x, name):
         # PyTorch's momentum (the paper's code): its 0.1 is 0.9 here.
         return StableBatchNormalization(momentum=0.9, epsilon=self.bn_epsilon,
-                                  test_statistics=self.bn_statistics,
-                                  exact_mean=self.bn_exact_mean, name=name)(x)
+                                        test_statistics=self.bn_statistics,
+                                        exact_mean=self.bn_exact_mean, name=name)(x)
 
     def act(self, x, name):
         return keras.layers.Activation(self.activation, name=name)(x)

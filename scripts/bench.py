@@ -21,8 +21,9 @@ the ResNet's augmentation for `--model=resnet50`): the model must not outrun it.
 forward statistics cost.
 
 `--against=keras_fit` times kzero against Keras' own `model.fit` on the same
-compiled model, with the splits as in-memory arrays in kzero's order, no callbacks and no
-diagnostics: what kzero adds to Keras (input pipeline, callbacks, recording).
+compiled model, with the splits as in-memory arrays in kzero's order, no
+callbacks and no diagnostics: what kzero adds to Keras (input pipeline,
+callbacks, recording).
 With `--against=reference` it splits kzero's gap to the plain loop into
 kzero's part (kzero / keras_fit) and Keras' own (keras_fit / reference).
 
