@@ -69,7 +69,7 @@ __all__ = ["ACTIVATIONS", "ConfigError", "DATASETS", "DataError",
 
 
 def __getattr__(name):
-    # The layer's former name, which shadowed Keras' own layer under
+    # The layer's former public name, which shadowed Keras' own layer under
     # `from kzero import *`: still reachable, never exported.
     if name == "BatchNormalization":
         import warnings

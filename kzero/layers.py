@@ -7,7 +7,7 @@ __all__ = ["StableBatchNormalization"]
 
 
 @keras.saving.register_keras_serializable(package="kzero")
-class StableBatchNormalization(keras.layers.Layer):
+class BatchNormalization(keras.layers.Layer):
     """Batch normalization over the last axis, with a batch variance that is
     never negative.
 
@@ -91,5 +91,7 @@ class StableBatchNormalization(keras.layers.Layer):
                 "test_statistics": self.test_statistics, "exact_mean": self.exact_mean}
 
 
-# Models saved under the layer's former name load as before.
-keras.saving.get_custom_objects()["kzero>BatchNormalization"] = StableBatchNormalization
+# The public name, which does not shadow Keras' own layer. The class keeps its
+# name: a saved model files each layer's weights under its class name, so a
+# renamed class would no longer find the weights of the runs saved before.
+StableBatchNormalization = BatchNormalization
