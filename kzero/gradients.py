@@ -5,8 +5,6 @@ Keras' TensorBoard callback logs weights, never gradients, so the recording
 callbacks compute them themselves, on a probe batch.
 """
 
-import weakref
-
 import keras
 import numpy as np
 
@@ -64,11 +62,12 @@ def gradient_function(model, loss=None):
     if backend not in _BACKENDS:
         raise NotImplementedError(f"gradients under the {backend} backend")
     loss = model.loss if loss is None else loss
-    # One function per model and loss: under jax it is a compiled program,
-    # which the init check and the gradient recorder of a run then share.
-    made = _MADE.setdefault(model, {})
-    if id(loss) in made and made[id(loss)][0] is loss:
-        return made[id(loss)][1]
+    # The last function made is reused for the same model and loss: under jax
+    # it is a compiled program, which the init check and the gradient
+    # recorder of a run then share. Only one is kept, since it holds its model.
+    global _LAST
+    if _LAST is not None and _LAST[0] is model and _LAST[1] is loss:
+        return _LAST[2]
     gradients = _BACKENDS[backend](model, loss)
 
     # jax's stateless call leaves the variables alone; the others update BN
@@ -85,8 +84,8 @@ def gradient_function(model, loss=None):
         return [np.zeros(v.shape, np.float32) if g is None else keras.ops.convert_to_numpy(g)
                 for v, g in zip(model.trainable_variables, grads)]
 
-    made[id(loss)] = (loss, f)
+    _LAST = (model, loss, f)
     return f
 
 
-_MADE = weakref.WeakKeyDictionary()
+_LAST = None
