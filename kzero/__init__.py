@@ -47,11 +47,12 @@ from kzero import initializers, layers  # noqa: E402,F401  registers the Keras c
 from kzero.config import ConfigError, RunConfig  # noqa: E402
 from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # noqa: E402
                             load_dataset, register_dataset)
-from kzero.initializers import (SCHEMES, FanInUniform, NumpyGlorotUniform,  # noqa: E402
-                                NumpyNormal, NumpyUniform, Scheme, apply_scheme, get_scheme,
-                                ZerOHadamard, register_scheme, small_normal_scheme)
+from kzero.initializers import (SCHEMES, FanInUniform, FixupNormal,  # noqa: E402
+                                NumpyGlorotUniform, NumpyNormal, NumpyUniform, Scheme,
+                                apply_scheme, get_scheme, ZerOHadamard, register_scheme, small_normal_scheme)
 from kzero.initcheck import check_init, init_warning  # noqa: E402
-from kzero.layers import StableBatchNormalization  # noqa: E402
+from kzero.layers import (PadChannels, ScalarBias, ScalarScale,  # noqa: E402
+                          StableBatchNormalization)
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
                           build_model, register_model)
 from kzero.optimizers import OPTIMIZERS, register_optimizer  # noqa: E402
@@ -59,9 +60,10 @@ from kzero.protocols import PROTOCOLS, Protocol, register_protocol  # noqa: E402
 from kzero.train import train  # noqa: E402
 
 __all__ = ["ACTIVATIONS", "ConfigError", "DATASETS", "DataError",
-           "DatasetSpec", "FanInUniform", "LayerFactory", "MODELS", "ModelSpec",
+           "DatasetSpec", "FanInUniform", "FixupNormal", "LayerFactory", "MODELS", "ModelSpec",
            "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform", "OPTIMIZERS", "PROTOCOLS",
-           "Protocol", "RunConfig", "SCHEMES", "Scheme", "StableBatchNormalization", "ZerOHadamard",
+           "PadChannels", "Protocol", "RunConfig", "SCHEMES", "ScalarBias", "ScalarScale", "Scheme",
+           "StableBatchNormalization", "ZerOHadamard",
            "apply_scheme", "build_model", "check_init",
            "get_dataset", "get_scheme", "init_warning", "initializers", "layers", "load_dataset",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",

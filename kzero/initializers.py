@@ -24,11 +24,10 @@ import numpy as np
 
 from kzero.registry import Registry
 
-__all__ = ["INIT_STREAM", "FanInUniform", "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform",
-           "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme", "layer_rng",
-           "move_biases_to_normalizations",
-           "register_scheme", "small_normal_scheme", "weighted_layers", "ZerOHadamard",
-           "zero_branch_gammas", "zero_matrix"]
+__all__ = ["INIT_STREAM", "FanInUniform", "FixupNormal", "NumpyGlorotUniform", "NumpyNormal",
+           "NumpyUniform", "Scheme", "SCHEMES", "apply_scheme", "fan_in_of", "get_scheme",
+           "layer_rng", "move_biases_to_normalizations", "register_scheme", "small_normal_scheme",
+           "weighted_layers", "ZerOHadamard", "zero_branch_gammas", "zero_matrix"]
 
 # Which random stream initial weights are drawn from; a run's config.json
 # records it. Runs without it drew from each backend's own generator.
@@ -211,6 +210,47 @@ class ZerOHadamard(keras.initializers.Initializer):
 
     def get_config(self):
         return {}
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class FixupNormal(NumpyNormal):
+    """Fixup's rule for the layers of a residual branch but its last (Zhang,
+    Dauphin, Ma, ICLR 2019): He's normal over the fan-out, N(0, 2 / fan_out),
+    scaled by L^(-1 / (2m - 2)) for L residual branches of m layers each,
+    drawn by NumPy. The fan-out is `out * kh * kw` for a conv, as in
+    hongyi-zhang/Fixup's CIFAR model (`weight.shape[0] * prod(weight.shape[2:])`
+    in PyTorch's layout), and `out` for a dense layer. The branch's last layer
+    and the classifier start at zero (`keras.initializers.Zeros`).
+
+    >>> keras.layers.Conv2D(16, 3, kernel_initializer=FixupNormal(num_branches=9, seed=0))
+
+    Args:
+        num_branches: L, the residual branches of the network.
+        branch_layers: m, the weighted layers of each branch (at least 2).
+        seed: a Python integer, or None for a seed drawn once, at construction.
+    """
+
+    def __init__(self, num_branches, branch_layers=2, seed=None):
+        if num_branches < 1 or branch_layers < 2:
+            raise ValueError(f"FixupNormal needs num_branches >= 1 and branch_layers >= 2; "
+                             f"got {num_branches} and {branch_layers}")
+        self.num_branches = int(num_branches)
+        self.branch_layers = int(branch_layers)
+        super().__init__(mean=0.0, stddev=1.0, seed=seed)
+
+    def stddev_for(self, shape):
+        """The standard deviation of a kernel of `shape` (Keras' layout)."""
+        fan_out = int(shape[-1]) * int(np.prod(shape[:-2]))
+        return (math.sqrt(2.0 / fan_out)
+                * self.num_branches ** (-1.0 / (2 * self.branch_layers - 2)))
+
+    def __call__(self, shape, dtype=None):
+        rng = np.random.default_rng(_numpy_seed(self))
+        return _to_tensor(self.stddev_for(shape) * rng.standard_normal(shape), dtype)
+
+    def get_config(self):
+        return {"num_branches": self.num_branches, "branch_layers": self.branch_layers,
+                "seed": self.seed}
 
 
 def layer_rng(seed, layer_key):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-__all__ = ["StableBatchNormalization"]
+__all__ = ["PadChannels", "ScalarBias", "ScalarScale", "StableBatchNormalization"]
 
 
 @keras.saving.register_keras_serializable(package="kzero")
@@ -95,3 +95,86 @@ class BatchNormalization(keras.layers.Layer):
 # name: a saved model files each layer's weights under its class name, so a
 # renamed class would no longer find the weights of the runs saved before.
 StableBatchNormalization = BatchNormalization
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class ScalarBias(keras.layers.Layer):
+    """Adds one learnable scalar to every element of its input: Fixup's
+    scalar biases (Zhang et al. 2019), which stand in for the shifts of the
+    batch norms a Fixup network does without.
+
+    Args:
+        initial: the scalar's starting value (Fixup: 0).
+    """
+
+    def __init__(self, initial=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(1,), name="bias",
+                                    initializer=keras.initializers.Constant(self.initial))
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class ScalarScale(keras.layers.Layer):
+    """Multiplies its input by one learnable scalar: Fixup's multiplier
+    (starts at 1) or SkipInit's / ReZero's alpha at the end of a residual
+    branch (starts at 0, so that each block starts as its shortcut).
+
+    Args:
+        initial: the scalar's starting value.
+    """
+
+    def __init__(self, initial=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(1,), name="scale",
+                                     initializer=keras.initializers.Constant(self.initial))
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}
+
+
+@keras.saving.register_keras_serializable(package="kzero")
+class PadChannels(keras.layers.Layer):
+    """Appends zero channels up to `channels`: the parameter-free shortcut of
+    He et al.'s CIFAR ResNets (option A), which Fixup's CIFAR model uses where
+    a stage widens.
+
+    Args:
+        channels: the channels of the output, at least those of the input.
+    """
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+
+    def call(self, inputs):
+        extra = self.channels - inputs.shape[-1]
+        if extra < 0:
+            raise ValueError(f"PadChannels({self.channels}) got {inputs.shape[-1]} channels")
+        return ops.pad(inputs, [[0, 0]] * (len(inputs.shape) - 1) + [[0, extra]])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}

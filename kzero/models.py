@@ -18,9 +18,9 @@ from typing import Callable, Optional
 
 import keras
 
-from kzero.initializers import (get_scheme, layer_rng, move_biases_to_normalizations,
-                                zero_branch_gammas)
-from kzero.layers import StableBatchNormalization
+from kzero.initializers import (FixupNormal, get_scheme, layer_rng,
+                                move_biases_to_normalizations, zero_branch_gammas)
+from kzero.layers import PadChannels, ScalarBias, ScalarScale, StableBatchNormalization
 from kzero.registry import Registry
 
 __all__ = ["ACTIVATIONS", "INIT_SCOPES", "MODELS", "LayerFactory", "ModelSpec", "build_model",
@@ -77,15 +77,35 @@ class LayerFactory:
                                                      layer_rng(self.seed, name))
         return dict(kernel_initializer=kernel_init, bias_initializer=bias_init)
 
-    def dense(self, x, units, name, activate=True):
+    def _layer_initializers(self, name, fan_in, use_bias, kernel_initializer):
+        if kernel_initializer is None:
+            initializers = self._initializers(name, fan_in)
+        else:
+            initializers = dict(kernel_initializer=kernel_initializer,
+                                bias_initializer=keras.initializers.Zeros())
+        if not use_bias:
+            initializers.pop("bias_initializer")
+        return dict(use_bias=use_bias, **initializers)
+
+    def layer_seed(self, name):
+        """A seed for an initializer that a builder picks itself for layer
+        `name` (as Fixup's picks its branch kernels), drawn as the scheme's are."""
+        return int(layer_rng(self.seed, ("architecture", name)).integers(0, 2**31 - 1))
+
+    def dense(self, x, units, name, activate=True, use_bias=True, kernel_initializer=None):
+        """A dense layer; the scheme gives its kernel and bias, unless the
+        architecture's own rule gives the kernel (`kernel_initializer`; its
+        bias then starts at 0)."""
         return keras.layers.Dense(
             units,
             activation=self.activation if activate else None,
             name=name,
-            **self._initializers(name, x.shape[-1]),
+            **self._layer_initializers(name, x.shape[-1], use_bias, kernel_initializer),
         )(x)
 
-    def conv(self, x, filters, size, name, strides=1, activate=True):
+    def conv(self, x, filters, size, name, strides=1, activate=True, use_bias=True,
+             kernel_initializer=None):
+        """A conv layer, initialised as `dense` says."""
         padding = "same"
         if strides > 1 and size > 1:
             # PyTorch's padding=size//2 on every side, as in the paper's code:
@@ -101,7 +121,8 @@ class LayerFactory:
             padding=padding,
             activation=self.activation if activate else None,
             name=name,
-            **self._initializers(name, x.shape[-1] * size * size),
+            **self._layer_initializers(name, x.shape[-1] * size * size, use_bias,
+                                       kernel_initializer),
         )(x)
 
     def batch_norm(self, x, name):
@@ -200,6 +221,19 @@ def _basic_block(f, x, planes, strides, name):
     return f.act(out, f"{name}_out")
 
 
+# He et al.'s CIFAR ResNet-20: 3 stages of 3 blocks, (channels, first stride).
+RESNET20_STAGES = ((16, 1), (32, 2), (64, 2))
+RESNET20_BLOCKS = 3
+
+
+def _resnet20_stages(f, x, block):
+    for stage, (planes, strides) in enumerate(RESNET20_STAGES, start=1):
+        for index in range(RESNET20_BLOCKS):
+            x = block(f, x, planes, strides if index == 0 else 1,
+                      f"stage{stage}_block{index + 1}")
+    return x
+
+
 def _resnet20(f, x, num_classes):
     """He et al.'s CIFAR ResNet-20 (3 stages of 3 basic blocks, 16/32/64
     channels) with the layout of the ResNet-50 here: a stem conv + batch norm,
@@ -207,10 +241,75 @@ def _resnet20(f, x, num_classes):
     x = f.conv(x, 16, 3, "stem_conv", activate=False)
     x = f.batch_norm(x, "stem_bn")
     x = f.act(x, "stem_act")
-    for stage, (planes, strides) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
-        for block in range(3):
-            x = _basic_block(f, x, planes, strides if block == 0 else 1,
-                             f"stage{stage}_block{block + 1}")
+    x = _resnet20_stages(f, x, _basic_block)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    return f.dense(x, num_classes, "logits", activate=False)
+
+
+def _fixup_block(f, x, planes, strides, name):
+    """hongyi-zhang/Fixup's `FixupBasicBlock` (cifar/models/fixup_resnet_cifar.py),
+    layer for layer: bias-free convs, no batch norm, a scalar bias before each
+    conv and activation and after the multiplier, and the parameter-free
+    shortcut (stride-2 subsampling, zero channels appended) where the shape
+    changes. Its rule for the branch: conv1 `FixupNormal`, conv2 zero. The
+    model's activation stands in for ReLU (the paper's change)."""
+    num_branches = len(RESNET20_STAGES) * RESNET20_BLOCKS
+    shifted = ScalarBias(name=f"{name}_bias1a")(x)
+    out = f.conv(shifted, planes, 3, f"{name}_conv1", strides=strides, activate=False,
+                 use_bias=False,
+                 kernel_initializer=FixupNormal(num_branches, seed=f.layer_seed(f"{name}_conv1")))
+    out = ScalarBias(name=f"{name}_bias1b")(out)
+    out = f.act(out, f"{name}_act1")
+    out = ScalarBias(name=f"{name}_bias2a")(out)
+    out = f.conv(out, planes, 3, f"{name}_conv2", activate=False, use_bias=False,
+                 kernel_initializer=keras.initializers.Zeros())
+    out = ScalarScale(1.0, name=f"{name}_scale")(out)
+    out = ScalarBias(name=f"{name}_bias2b")(out)
+    shortcut = x
+    if strides != 1 or x.shape[-1] != planes:
+        shortcut = keras.layers.AveragePooling2D(1, strides, name=f"{name}_shortcut_pool")(shifted)
+        shortcut = PadChannels(planes, name=f"{name}_shortcut_pad")(shortcut)
+    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
+    return f.act(out, f"{name}_out")
+
+
+def _resnet20_fixup(f, x, num_classes):
+    """Fixup's CIFAR ResNet-20 (`fixup_resnet20`): a bias-free stem conv and
+    a scalar bias, the blocks of `_fixup_block`, a scalar bias before the
+    classifier, and the classifier zero. The scheme gives only the stem's
+    kernel (the reference leaves it at PyTorch's default: `lecun`)."""
+    x = f.conv(x, 16, 3, "stem_conv", activate=False, use_bias=False)
+    x = ScalarBias(name="stem_bias")(x)
+    x = f.act(x, "stem_act")
+    x = _resnet20_stages(f, x, _fixup_block)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    x = ScalarBias(name="avgpool_bias")(x)
+    return f.dense(x, num_classes, "logits", activate=False,
+                   kernel_initializer=keras.initializers.Zeros())
+
+
+def _skipinit_block(f, x, planes, strides, name):
+    """SkipInit (De & Smith 2020) / ReZero (Bachlechner et al. 2020): the
+    block of `_basic_block` without its batch norms, its branch multiplied by
+    a learnable scalar alpha that starts at 0, so that each block starts as
+    its shortcut."""
+    out = f.conv(x, planes, 3, f"{name}_conv1", strides=strides)
+    out = f.conv(out, planes, 3, f"{name}_conv2", activate=False)
+    out = ScalarScale(0.0, name=f"{name}_alpha")(out)
+    shortcut = x
+    if strides != 1 or x.shape[-1] != planes:
+        shortcut = f.conv(x, planes, 1, f"{name}_shortcut_conv", strides=strides,
+                          activate=False)
+    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
+    return f.act(out, f"{name}_out")
+
+
+def _resnet20_skipinit(f, x, num_classes):
+    """ResNet-20 without batch norm, each branch behind SkipInit's alpha
+    (`_skipinit_block`); the scheme gives every conv and the classifier."""
+    x = f.conv(x, 16, 3, "stem_conv", activate=False)
+    x = f.act(x, "stem_act")
+    x = _resnet20_stages(f, x, _skipinit_block)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     return f.dense(x, num_classes, "logits", activate=False)
 
@@ -283,6 +382,17 @@ register_model(ModelSpec("resnet20", _resnet20, "bias-enabled ELU ResNet-20 (CIF
                          "the residual net a CPU trains", normalize=True, augment=True, channels=3,
                          stages=("stem_bn", "stem_act", "stage1_block3_out", "stage2_block3_out",
                                  "stage3_block3_out")))
+_RESNET20_STAGE_OUTPUTS = ("stem_act", "stage1_block3_out", "stage2_block3_out",
+                          "stage3_block3_out")
+register_model(ModelSpec("resnet20_fixup", _resnet20_fixup, "ResNet-20 as Fixup builds it "
+                         "(Zhang et al. 2019): no batch norm, scalar biases and multipliers, "
+                         "branch convs by Fixup's rule; the scheme sets the stem",
+                         normalize=True, augment=True, channels=3,
+                         stages=_RESNET20_STAGE_OUTPUTS))
+register_model(ModelSpec("resnet20_skipinit", _resnet20_skipinit, "ResNet-20 without batch "
+                         "norm, each residual branch times a learnable alpha that starts at 0 "
+                         "(SkipInit / ReZero)", normalize=True, augment=True, channels=3,
+                         stages=_RESNET20_STAGE_OUTPUTS))
 register_model(ModelSpec("mlp", _mlp, "`depth` hidden dense layers of `width` units (--depth, "
                          "--width), for studies beyond the paper",
                          options={"depth": 2, "width": 256}))

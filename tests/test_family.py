@@ -1,0 +1,180 @@
+"""The zero-initialisation family beside the paper's scheme: Fixup's ResNet-20
+against hongyi-zhang/Fixup's own CIFAR model (run here on torch CPU), and
+SkipInit's alpha, each in kzero's builders and in a user's own block."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from kzero.initializers import FixupNormal
+from kzero.layers import PadChannels, ScalarBias, ScalarScale
+from kzero.models import build_model
+
+CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
+
+
+def _numpy(variable):
+    return keras.ops.convert_to_numpy(variable)
+
+
+def _reference_fixup_resnet20():
+    torch = pytest.importorskip("torch")
+    from reference.fixup_resnet_cifar import fixup_resnet20
+
+    torch.manual_seed(0)
+    return torch, fixup_resnet20()
+
+
+def _kzero_name(reference_name):
+    """hongyi-zhang/Fixup's parameter name -> (kzero layer, weight)."""
+    parts = reference_name.split(".")
+    if parts[0].startswith("layer"):
+        block = f"stage{parts[0][len('layer'):]}_block{int(parts[1]) + 1}"
+        if parts[2].startswith("conv"):
+            return f"{block}_{parts[2]}", "kernel"
+        return f"{block}_{parts[2]}", "scale" if parts[2] == "scale" else "bias"
+    return {"conv1.weight": ("stem_conv", "kernel"), "bias1": ("stem_bias", "bias"),
+            "bias2": ("avgpool_bias", "bias"), "fc.weight": ("logits", "kernel"),
+            "fc.bias": ("logits", "bias")}[reference_name]
+
+
+def _to_keras_layout(values):
+    if values.ndim == 4:  # (out, in, kh, kw) -> (kh, kw, in, out)
+        return values.transpose(2, 3, 1, 0)
+    if values.ndim == 2:  # (out, in) -> (in, out)
+        return values.T
+    return values
+
+
+def _kzero_weight(model, reference_name):
+    layer, weight = _kzero_name(reference_name)
+    return getattr(model.get_layer(layer), weight)
+
+
+def test_fixup_resnet20_is_the_reference_model_layer_for_layer():
+    """The same parameters, one for one, and with the reference's weights
+    copied in, the same function of the input: the architecture is Fixup's."""
+    torch, reference = _reference_fixup_resnet20()
+    model = build_model(model="resnet20_fixup", init="lecun", activation="relu", seed=0, **CIFAR)
+    named = dict(reference.named_parameters())
+    assert len(named) == len(model.trainable_variables)
+    assert sum(p.numel() for p in named.values()) == sum(
+        int(np.prod(v.shape)) for v in model.trainable_variables)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in named.items():
+            # Random values everywhere (the initial ones are mostly zeros and
+            # ones), so that every parameter shows in the output.
+            parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+            _kzero_weight(model, name).assign(_to_keras_layout(parameter.numpy()))
+    images = np.random.default_rng(2).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(_numpy(model(images)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fixup_initial_weights_follow_the_reference_rule():
+    """Every weight the reference sets by rule is the same here: the branch's
+    second conv, the classifier and every scalar exactly; the branch's first
+    conv drawn with the reference's standard deviation (the rule's value, and
+    the spread of the draws, against the reference's own draws)."""
+    _, reference = _reference_fixup_resnet20()
+    model = build_model(model="resnet20_fixup", init="lecun", seed=0, **CIFAR)
+    for name, parameter in reference.named_parameters():
+        values = _to_keras_layout(parameter.detach().numpy())
+        ours = _numpy(_kzero_weight(model, name))
+        if name.endswith("conv1.weight") and name.startswith("layer"):
+            layer = model.get_layer(_kzero_name(name)[0])
+            # The reference's expression, on the reference's weight shape.
+            shape = parameter.shape
+            reference_std = (np.sqrt(2 / (shape[0] * np.prod(shape[2:])))
+                             * reference.num_layers ** (-0.5))
+            assert math.isclose(layer.kernel_initializer.stddev_for(ours.shape), reference_std,
+                                rel_tol=1e-12)
+            # About 2,300 or more draws each: the sample spreads agree within 8%
+            # (over 3 standard errors of each).
+            assert np.std(ours) == pytest.approx(np.std(values), rel=0.08)
+            assert np.std(ours) == pytest.approx(reference_std, rel=0.06)
+        elif name == "conv1.weight":  # the stem: PyTorch's default, the scheme's lecun
+            bound = 1 / math.sqrt(np.prod(ours.shape[:-1]))
+            assert np.abs(ours).max() <= bound and np.abs(values).max() <= bound
+        else:
+            np.testing.assert_array_equal(ours, values, err_msg=name)
+
+
+def test_fixup_normal_is_a_keras_initializer_for_a_users_model():
+    initializer = FixupNormal(num_branches=16, branch_layers=3, seed=4)
+    restored = keras.initializers.deserialize(keras.initializers.serialize(initializer))
+    assert restored.get_config() == initializer.get_config()
+    values = _numpy(restored((3, 3, 64, 256), "float32"))
+    np.testing.assert_array_equal(values, _numpy(initializer((3, 3, 64, 256), "float32")))
+    # m = 3 layers per branch: L^(-1/4).
+    assert np.std(values) == pytest.approx(math.sqrt(2 / (9 * 256)) * 16 ** -0.25, rel=0.02)
+    with pytest.raises(ValueError, match="branch_layers >= 2"):
+        FixupNormal(num_branches=4, branch_layers=1)
+
+
+def _users_block(alpha):
+    """A user's residual block with SkipInit's alpha at the end of its branch."""
+    inputs = keras.Input((8, 8, 4))
+    branch = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="branch_conv1")(
+        inputs)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="branch_conv2")(branch)
+    branch = ScalarScale(alpha, name="alpha")(branch)
+    outputs = keras.layers.Add()([inputs, branch])
+    return keras.Model(inputs, outputs)
+
+
+def test_skipinit_alpha_makes_each_block_start_as_its_shortcut():
+    x = np.random.default_rng(3).standard_normal((2, 8, 8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(_numpy(_users_block(0.0)(x)), x)
+    assert not np.allclose(_numpy(_users_block(0.5)(x)), x)
+    # kzero's ResNet-20: each stride-1 block's output is the activation of its input.
+    model = build_model(model="resnet20_skipinit", init="lecun", seed=0, **CIFAR)
+    probe = keras.Model(model.input, [model.get_layer("stage1_block1_out").output,
+                                      model.get_layer("stage1_block2_out").output])
+    first, second = (_numpy(t) for t in probe(np.random.default_rng(4).standard_normal(
+        (2, 32, 32, 3)).astype(np.float32)))
+    np.testing.assert_allclose(second, _numpy(keras.activations.elu(first)), rtol=1e-6,
+                               atol=1e-7)
+    assert not [layer for layer in model.layers if "bn" in layer.name]
+    alphas = [layer for layer in model.layers if isinstance(layer, ScalarScale)]
+    assert len(alphas) == 9 and all(_numpy(layer.scale)[0] == 0 for layer in alphas)
+
+
+def test_alpha_and_the_scalar_biases_get_a_gradient_at_step_one():
+    """At init the branch convs of a SkipInit block get no gradient (alpha is
+    0), alpha does: what wakes the branch. Fixup's zero classifier gets one."""
+    from kzero.gradients import gradient_function
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x = np.random.default_rng(5).standard_normal((8, 32, 32, 3)).astype(np.float32)
+    y = np.arange(8) % 10
+    model = build_model(model="resnet20_skipinit", init="lecun", seed=0, **CIFAR)
+    gradients = dict(zip((v.path for v in model.trainable_variables),
+                         gradient_function(model, loss)(x, y)))
+    assert np.any(gradients["stage1_block1_alpha/scale"])
+    assert not np.any(gradients["stage1_block1_conv2/kernel"])
+    fixup = build_model(model="resnet20_fixup", init="lecun", seed=0, **CIFAR)
+    gradients = dict(zip((v.path for v in fixup.trainable_variables),
+                         gradient_function(fixup, loss)(x, y)))
+    assert np.any(gradients["logits/kernel"])
+    assert not np.any(gradients["stage3_block3_conv1/kernel"])  # behind the zero classifier
+
+
+@pytest.mark.parametrize("layer", [ScalarBias(0.25, name="b"), ScalarScale(0.5, name="s"),
+                                   PadChannels(6, name="p")])
+def test_the_family_layers_save_and_load(tmp_path, layer):
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(6).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(_numpy(loaded(x)), _numpy(model(x)))
+    if isinstance(layer, PadChannels):
+        out = _numpy(model(x))
+        np.testing.assert_array_equal(out[..., :3], x)
+        assert not out[..., 3:].any()
