@@ -384,6 +384,15 @@ for _scheme in [
             keras.initializers.Zeros(),
         ),
     ),
+    Scheme(
+        "he",
+        "He et al. 2015: kernels N(0, 2 / fan_in), zero biases (untruncated, unlike Keras' "
+        "HeNormal)",
+        lambda fan_in, scale, ks, bs: (
+            NumpyNormal(mean=0.0, stddev=math.sqrt(2.0 / fan_in), seed=ks),
+            keras.initializers.Zeros(),
+        ),
+    ),
 ]:
     register_scheme(_scheme)
 

@@ -79,6 +79,15 @@ def test_zero_and_keras_default():
     assert not draw(bias, (10,)).any()
 
 
+def test_he_draws_kernels_with_variance_two_over_fan_in():
+    # A 3x3 conv of 32 channels: fan_in 288, the std of 288 x 64 draws within 2%.
+    kernel, bias = get_scheme("he").initializers(288, rng=np.random.default_rng(0))
+    values = draw(kernel, (3, 3, 32, 64))
+    assert np.std(values) == pytest.approx(math.sqrt(2 / 288), rel=0.02)
+    assert abs(np.mean(values)) < 0.01 and np.abs(values).max() > 3 * math.sqrt(2 / 288)
+    assert not draw(bias, (64,)).any()
+
+
 @pytest.mark.parametrize("name,kernel_std", [("small_normal_1e-4", 1e-4),
                                               ("small_normal_1e-2", 1e-2)])
 def test_small_normal_kernels_and_unit_normal_biases(name, kernel_std):
