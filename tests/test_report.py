@@ -469,3 +469,44 @@ def test_a_variant_with_no_finished_epoch_is_not_called_diverged(tmp_path):
               if line.startswith("| fnn_zero_normal_x1 |")]
     assert "| no epoch yet |" in row and "no run has finished an epoch" in row
     assert "diverge" not in row
+
+
+def test_the_family_section_is_computed_from_its_runs(tmp_path):
+    """Per variant: the intervals, the first epoch at the target and the
+    seconds of training until then, the last awakening, the init check's
+    warning; and the sentence that names the best start, and the best zero one."""
+    from kzero.analysis.family import family_section
+
+    runs = tmp_path / "runs"
+    curves = {"fnn_lecun": ("lecun", [[0.95, 0.975, 0.98], [0.96, 0.97, 0.985]]),
+              "fnn_zero_hadamard": ("zero_hadamard", [[0.90, 0.96, 0.972], [0.91, 0.95, 0.960]]),
+              "fnn_zero_normal_x1": ("zero_normal", [[0.90, 0.93, 0.95], [0.90, 0.94, 0.95]])}
+    for variant, (init, seeds) in curves.items():
+        for seed, accuracies in enumerate(seeds):
+            workdir = make_run(runs, "family_mnist_fnn", variant, seed, accuracies, runs=2,
+                               model="fnn", init=init)
+            write_json(os.path.join(workdir, "summary.json"), {
+                "wall_seconds": 3.0,
+                "awakening_step": {"dense1": 1 if init == "lecun" else 2 + seed, "logits": 1},
+                "init_check": {"erased_symmetry_breaking": ["dense1"] if init == "zero_normal"
+                               else []}})
+    make_run(runs, "mnist_fnn", "fnn_lecun", 0, [0.99, 0.99, 0.99])  # not a family experiment
+    lines = family_section(collect([str(runs)]), str(tmp_path))
+    assert os.path.exists(tmp_path / "family.png")
+    rows = {cells[2].strip("`"): cells for cells in (line.strip("| ").split(" | ")
+                                                      for line in lines
+                                                      if line.startswith("| fnn |"))}
+    assert list(rows) == ["fnn_lecun", "fnn_zero_hadamard", "fnn_zero_normal_x1"]
+    lecun, hadamard, zero_normal = rows.values()
+    half = 12.706 * np.std([0.98, 0.985], ddof=1) / math.sqrt(2)
+    assert lecun[5] == f"{0.9825:.4f} ± {half:.4f}" and lecun[6] == f"0.9550 ± {half * 2:.4f}"
+    # Epochs 2 and 2 reach 0.97 (2 seconds each); for ZerO only seed 0, at epoch 3.
+    assert lecun[8:10] == ["0.97: 2.0", "2"]
+    assert hadamard[8:10] == ["0.97: 3.0 (1 of 2 seeds)", "3"]
+    assert zero_normal[8:10] == ["0.97: not reached", "-"]
+    assert [lecun[10], hadamard[10]] == ["step 1", "step 3"]
+    assert [r[11] for r in rows.values()] == ["no", "no", "yes"]
+    answer = next(line for line in lines if line.startswith("- fnn:"))
+    assert "highest final test accuracy: PyTorch's default" in answer
+    assert f"of the zero starts: ZerO (Zhao et al.), {0.966:.4f}" in answer
+    assert f"{0.966 - 0.9825:+.4f} against the reference's mean" in answer

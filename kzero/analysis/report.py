@@ -503,7 +503,7 @@ def _own_section(experiment):
 
 
 def write_report(stats_by_key, figures, path, beyond=(), first_steps=(), left_out=(),
-                 not_started=None):
+                 not_started=None, family=()):
     lines = ["# kzero reproduction report", "",
              "Final-epoch test accuracy: mean over seeds with a 95% Student-t confidence "
              "interval, next to the value read off the paper's figure (Schicho, 2023, the "
@@ -561,6 +561,7 @@ def write_report(stats_by_key, figures, path, beyond=(), first_steps=(), left_ou
             lines += [f"Earlier measurements of some of them, whose runs were not kept: "
                       f"[{EARLIER}]({EARLIER}).", ""]
     lines += list(first_steps)
+    lines += list(family)
     if "figure12" in figures:
         lines += ["## Figure 12", "", f"![figure 12]({figures['figure12']})", ""]
     lines += list(beyond)
@@ -596,6 +597,7 @@ def report(directories, out):
     os.makedirs(out, exist_ok=True)
     stats_by_key = {key: aggregate(runs) for key, runs in runs_by_key.items()}
     write_results(stats_by_key, os.path.join(out, "results.csv"))
+    from kzero.analysis.family import family_section
     from kzero.analysis.first_steps import first_steps_section
 
     figures = {}
@@ -607,7 +609,7 @@ def report(directories, out):
     not_started = never_started(runs_by_key)
     write_report(stats_by_key, figures, os.path.join(out, "report.md"),
                  beyond_the_paper(runs_by_key, out), first_steps_section(runs_by_key, out),
-                 left_out, not_started)
+                 left_out, not_started, family_section(runs_by_key, out))
     for experiment, variants in not_started.items():
         print(f"kzero.report: {experiment}: {len(variants)} planned variant"
               f"{'s' if len(variants) > 1 else ''} never started: "

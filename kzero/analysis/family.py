@@ -1,0 +1,188 @@
+"""The zero-initialisation family side by side: the report section that puts
+ZerO, Fixup, SkipInit / ReZero, zero-gamma and the paper's scheme beside the
+reference inits, per model, from the runs of the experiments in `FAMILY`
+(flags/family_*.flags and flags/cifar_resnet20.flags), with its figure.
+
+Every number is computed from the runs; the target accuracies are choices,
+stated in the section.
+"""
+
+import os
+
+from kzero.analysis.plots import figure
+from kzero.analysis.stats import confidence_interval, format_interval, interval_of
+
+__all__ = ["FAMILY", "METHODS", "family_rows", "family_section"]
+
+# The experiments the section reads, and the test accuracy whose first epoch
+# (and seconds of training) it reports for each: 0.97 is Figure 3's FNN near
+# its plateau; 0.45 is what a ResNet-20 reaches within the one epoch trained here.
+FAMILY = {"family_mnist_fnn": 0.97, "cifar_resnet20": 0.45}
+
+# (model, scheme) -> the method's name; a scheme alone names it on any model.
+METHODS = {
+    "lecun": "PyTorch's default (the paper's reference)",
+    "keras_default": "Glorot (Keras' default)",
+    "he": "He",
+    "zero_normal": "zero weights + N(0, 1) biases (the paper)",
+    "zero_normal_bn": "the paper's, biases moved into the batch norms (kzero)",
+    "zero_gamma": "zero-gamma (Goyal et al.)",
+    "zero_hadamard": "ZerO (Zhao et al.)",
+    ("resnet20_fixup", "lecun"): "Fixup (Zhang et al.)",
+    ("resnet20_skipinit", "lecun"): "SkipInit / ReZero (De & Smith; Bachlechner et al.)",
+}
+
+
+def _method(config):
+    return METHODS.get((config.model, config.init)) or METHODS.get(config.init) or config.init
+
+
+def _at_epoch(run, epoch):
+    return run.accuracy[epoch - 1] if len(run.accuracy) >= epoch else None
+
+
+def _interval_at(runs, epoch):
+    values = [a for a in (_at_epoch(run, epoch) for run in runs) if a is not None]
+    return interval_of(values) if len(values) == len(runs) else "-"
+
+
+def _to_target(run, target):
+    """(epochs, seconds of training) until the test accuracy first reached
+    `target`, or None where it never did."""
+    seconds = 0.0
+    for epoch, row in enumerate(run.rows, start=1):
+        seconds += float(row["seconds"])
+        if row["test_accuracy"] >= target:
+            return epoch, seconds
+    return None
+
+
+def _last_awake(run):
+    """The step by which every kernel had a gradient, or None where one never did."""
+    steps = list(((run.summary or {}).get("awakening_step") or {}).values())
+    return max(steps) if steps and None not in steps else None
+
+
+def family_rows(runs_by_key):
+    """{(experiment, variant): measured} for the finished, undiverged runs of
+    the `FAMILY` experiments."""
+    rows = {}
+    for (experiment, variant), runs in runs_by_key.items():
+        if experiment not in FAMILY:
+            continue
+        runs = [run for run in runs if run.finished and run.diverged_epoch is None]
+        if not runs:
+            continue
+        target = FAMILY[experiment]
+        reached = [r for r in (_to_target(run, target) for run in runs) if r is not None]
+        awake = [_last_awake(run) for run in runs]
+        warned = [bool(((run.summary or {}).get("init_check") or {}).get(
+            "erased_symmetry_breaking")) for run in runs]
+        finals = [run.accuracy[-1] for run in runs]
+        rows[(experiment, variant)] = {
+            "model": runs[0].config.model, "method": _method(runs[0].config),
+            "epochs": runs[0].config.epochs, "seeds": len(runs), "final": finals,
+            "epoch1": _interval_at(runs, 1), "epoch3": _interval_at(runs, 3),
+            "target": target, "reached": reached, "awake": awake, "warned": warned,
+        }
+    return rows
+
+
+def _cell_to_target(measured):
+    reached, seeds = measured["reached"], measured["seeds"]
+    if not reached:
+        return "not reached", "-"
+    epochs = sum(e for e, _ in reached) / len(reached)
+    seconds = sum(s for _, s in reached) / len(reached)
+    note = "" if len(reached) == seeds else f" ({len(reached)} of {seeds} seeds)"
+    return f"{epochs:.1f}{note}", f"{seconds:.0f}"
+
+
+def _cell_awake(measured):
+    awake = measured["awake"]
+    if all(step is None for step in awake):
+        return "-"
+    known = [step for step in awake if step is not None]
+    never = len(awake) - len(known)
+    woke = f"step {max(known)}" if known else ""
+    if never:
+        woke += ("; " if woke else "") + f"{never} of {len(awake)} seeds had a kernel never woken"
+    return woke
+
+
+def _row(experiment, variant, measured):
+    epochs, seconds = _cell_to_target(measured)
+    warned = sum(measured["warned"])
+    return (f"| {measured['model']} | {measured['method']} | `{variant}` | {measured['seeds']} | "
+            f"{measured['epochs']} | {interval_of(measured['final'])} | {measured['epoch1']} | "
+            f"{measured['epoch3']} | {measured['target']:g}: {epochs} | {seconds} | "
+            f"{_cell_awake(measured)} | {'yes' if warned else 'no'} |")
+
+
+def _answers(rows):
+    """Per model: the best final accuracy, and the best start whose weights
+    are (mostly) zero, against the reference."""
+    lines = []
+    for model in sorted({m["model"].split("_")[0] for m in rows.values()}):
+        mine = {k: m for k, m in rows.items() if m["model"].split("_")[0] == model}
+        means = {k: confidence_interval(m["final"]) for k, m in mine.items()}
+        best = max(means, key=lambda k: means[k][0])
+        zero = {k: v for k, v in means.items() if mine[k]["method"] not in (
+            METHODS["lecun"], METHODS["keras_default"], METHODS["he"])}
+        line = (f"- {model}: the highest final test accuracy: {mine[best]['method']}, "
+                f"{format_interval(*means[best])} (`{best[1]}`)")
+        if zero:
+            top = max(zero, key=lambda k: zero[k][0])
+            reference = next((k for k in mine if mine[k]["method"] == METHODS["lecun"]), None)
+            line += (f"; of the zero starts: {mine[top]['method']}, "
+                     f"{format_interval(*zero[top])} (`{top[1]}`)")
+            if reference is not None:
+                difference = zero[top][0] - means[reference][0]
+                line += f", {difference:+.4f} against the reference's mean"
+        lines.append(line + ".")
+    return lines
+
+
+def _plot(rows, path):
+    models = sorted({m["model"].split("_")[0] for m in rows.values()})
+    with figure(path, "The zero-init family: final test accuracy (95% interval over seeds)",
+                panels=len(models)) as axes:
+        for axis, model in zip(axes, models):
+            mine = sorted(((k, m) for k, m in rows.items()
+                           if m["model"].split("_")[0] == model),
+                          key=lambda item: confidence_interval(item[1]["final"])[0])
+            means = [confidence_interval(m["final"]) for _, m in mine]
+            axis.barh(range(len(mine)), [mean for mean, _ in means],
+                      xerr=[half if half == half else 0 for _, half in means], color="tab:blue")
+            axis.set_yticks(range(len(mine)), [k[1] for k, _ in mine], fontsize=7)
+            low = min(mean for mean, _ in means)
+            axis.set(xlabel="final test accuracy", title=model, xlim=(max(0.0, low - 0.1), None))
+
+
+def family_section(runs_by_key, out):
+    """The section's markdown lines, its figure drawn into `out`; [] without
+    runs of the `FAMILY` experiments."""
+    rows = family_rows(runs_by_key)
+    if not rows:
+        return []
+    _plot(rows, os.path.join(out, "family.png"))
+    lines = ["## The zero-init family side by side", "",
+             "Each way to start from (mostly) zero weights beside the reference inits, under "
+             "the paper's protocol (Adam 1e-3, batch 128, ELU), from the runs of "
+             "flags/family_mnist_fnn.flags, flags/cifar_resnet20.flags and "
+             "flags/family_resnet20.flags. Columns: the final test accuracy and those after "
+             "epochs 1 and 3 (95% intervals over seeds; - where the runs are shorter); the "
+             "epochs (mean over the seeds that got there) and seconds of training on the "
+             "machine that ran them until the test accuracy first reached the target; the "
+             "step by which every kernel had had a non-zero gradient (the last recorded "
+             "awakening); whether kzero's init check warned that batch norms remove the "
+             "random biases.", "", "![family](family.png)", "",
+             "| model | method | variant | seeds | epochs | final | epoch 1 | epoch 3 | epochs "
+             "to target | seconds to target | all kernels awake by | init check warns |",
+             "| --- " * 12 + "|"]
+    order = {experiment: i for i, experiment in enumerate(FAMILY)}
+    lines += [_row(experiment, variant, measured) for (experiment, variant), measured in
+              sorted(rows.items(), key=lambda item: (order[item[0][0]],
+                                                     -confidence_interval(item[1]["final"])[0]))]
+    lines += ["", "Which start trains best, per model:", "", *_answers(rows), ""]
+    return lines
