@@ -17,6 +17,7 @@ from kzero import run
 from kzero.config import RunConfig
 from kzero.io import read_csv, read_json
 from kzero.protocols import SETTINGS
+from kzero.quiet import has_tensorflow
 from kzero.records import METRICS_COLUMNS
 from kzero.analysis.paper import PAPER
 from kzero.train import train
@@ -491,8 +492,17 @@ PathFinder.find_spec = staticmethod(_find_spec_without_tensorflow)
 '''
 
 
+# CI installs kzero a second time without TensorFlow and runs the fast tier there
+# under jax and torch (.ci/run), where the test after this one checks the same for
+# real; it tells the README's test command so, and this simulation steps aside.
+REAL_TENSORFLOW_FREE_PASS = "KZERO_TESTS_TENSORFLOW_FREE_PASS_FOLLOWS"
+
+
 @pytest.mark.slow
 @pytest.mark.once
+@pytest.mark.skipif(os.environ.get(REAL_TENSORFLOW_FREE_PASS) == "1",
+                    reason="a TensorFlow-free install runs test_a_tensorflow_free_install_trains "
+                    "after this pass")
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_runs_without_tensorflow(tmp_path, data_dir, backend):
     (tmp_path / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
@@ -513,6 +523,23 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
                              capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert blocked.returncode == 2
     assert "--pipeline=tf: TensorFlow is not installed" in blocked.stderr
+
+
+@pytest.mark.skipif(has_tensorflow(), reason="checks an install without TensorFlow")
+def test_a_tensorflow_free_install_trains(tmp_path, data_dir, capsys):
+    """test_runs_without_tensorflow's assertions, where TensorFlow is really absent."""
+    run_cli("--dataset=cifar10", "--model=cnn", "--inits=zero_normal", "--epochs=2", "--runs=1",
+            "--max_examples=64", "--batch_size=32", "--norecord_symmetry",
+            "--norecord_activations", f"--data_dir={data_dir}",
+            f"--output_dir={tmp_path / 'out'}")
+    (workdir,) = run_dirs(tmp_path / "out" / "cifar10_cnn")
+    config, _ = check_run_dir(workdir, epochs=2)
+    assert config["pipeline"] == "auto" and config["input_pipeline"] == "numpy"
+    assert "tensorflow" not in config["versions"] and "kzero" in config["versions"]
+    rows = read_csv(os.path.join(workdir, "gradients.csv"))
+    assert {r["layer"] for r in rows} >= {"conv1", "bn1", "logits"}
+    code, _, err = run_cli_exit(capsys, "--pipeline=tf")
+    assert code == 2 and "--pipeline=tf: TensorFlow is not installed" in err
 
 
 @pytest.mark.slow
