@@ -178,3 +178,25 @@ def test_the_family_layers_save_and_load(tmp_path, layer):
         out = _numpy(model(x))
         np.testing.assert_array_equal(out[..., :3], x)
         assert not out[..., 3:].any()
+
+
+def test_docs_fixup_block_of_a_users_own_starts_as_its_shortcut():
+    """docs/library.md's Fixup block, as printed there, in a model of one's own."""
+    import os
+    import re
+
+    import kzero
+    from conftest import REPO
+
+    text = open(os.path.join(REPO, "docs", "library.md")).read()
+    snippet = re.search(r"## The zero-init family in your own model.*?```python\n(.*?)```", text,
+                        re.S).group(1)
+    x = keras.Input((8, 8, 64))
+    scope = {"keras": keras, "kzero": kzero, "x": x}
+    exec(snippet, scope)
+    model = keras.Model(x, scope["out"])
+    images = np.random.default_rng(7).standard_normal((2, 8, 8, 64)).astype(np.float32)
+    np.testing.assert_array_equal(_numpy(model(images)), images)
+    first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert np.std(_numpy(first.kernel)) == pytest.approx(math.sqrt(2 / (9 * 64)) / math.sqrt(8),
+                                                         rel=0.05)
