@@ -27,17 +27,16 @@ import time
 
 import keras
 
-from kzero.callbacks import Checkpointer, EpochMetricsLogger, HParamsLogger, StopOnRequest
+from kzero.callbacks import Checkpointer, EpochMetricsLogger, StopOnRequest
 from kzero.config import RunConfig
 from kzero.datasets import get_dataset
 from kzero.io import write_json
 from kzero.pipelines import resolve_pipeline
 from kzero.provenance import stamp
 from kzero.quiet import import_tensorflow
-from kzero.records import diverged_epoch, run_summary
-from kzero.train import (build_run_model, compile_run_model, cross_entropy, diagnostics, finish,
-                         hparams_of, read_checkpoint, record_init_check, run_arrays,
-                         run_pipelines)
+from kzero.records import diverged_epoch
+from kzero.train import (build_run_model, compile_run_model, finish_run, read_checkpoint,
+                         resumed_epoch, run_arrays, run_callbacks, run_pipelines)
 from kzero.train import steps_per_epoch as run_steps_per_epoch
 
 __all__ = ["GROUP_CHECKPOINT", "train_parallel"]
@@ -241,9 +240,7 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     initial_epoch = 0
     if os.path.exists(checkpoint):
         if _load_checkpoint(group, checkpoint, log):
-            initial_epoch = int(group.optimizer.iterations) // steps_per_epoch
-            if log is not None:
-                log(f"resuming after epoch {initial_epoch} of {configs[0].epochs}")
+            initial_epoch = resumed_epoch(group, steps_per_epoch, configs[0].epochs, log)
         else:
             group, replicas = _build_group(configs)
 
@@ -252,30 +249,24 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     train_data = _Zipped([train for train, _, _ in pipelines], names)
     test_data = _Zipped([test for _, _, test in pipelines], names)
 
-    loggers, sessions, recorders, gradient_recorders = [], [], [], []
+    loggers, runs, gradient_recorders = [], [], []
     for config, replica, workdir in zip(configs, replicas, workdirs):
         os.makedirs(workdir, exist_ok=True)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
-        if initial_epoch == 0:
-            record_init_check(config, replica, arrays, workdir, loss=cross_entropy())
-        sessions.append(HParamsLogger(workdir, hparams_of(config)))
         loggers.append(_ReplicaMetrics(workdir, replica.name, len(replicas) == 1,
                                        initial_epoch))
-        gradient_recorder, own = diagnostics(config, arrays, workdir, initial_epoch,
-                                             steps_per_epoch, model=replica)
+        gradient_recorder, own = run_callbacks(config, arrays, workdir, replica, initial_epoch,
+                                               steps_per_epoch, loggers[-1], replica=True)
         gradient_recorders.append(gradient_recorder)
-        recorders += own
-    extra_callbacks = callbacks
-    callbacks = [*sessions, *loggers, *recorders, Checkpointer(checkpoint), *extra_callbacks]
+        runs += own
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     variants = [config.variant for config in configs]
-    if verbose == 1:
-        callbacks.insert(len(loggers) + len(sessions),
-                         _GroupProgressBar(loggers, variants, configs[0].epochs, steps_per_epoch))
-    elif verbose:
-        callbacks.insert(len(loggers) + len(sessions),
-                         _GroupEpochLine(loggers, variants, configs[0].epochs))
+    # After every replica's metrics logger, which it reads.
+    line = (_GroupProgressBar(loggers, variants, configs[0].epochs, steps_per_epoch)
+            if verbose == 1 else _GroupEpochLine(loggers, variants, configs[0].epochs)
+            if verbose else None)
+    callbacks = [*runs, *([line] if line else []), Checkpointer(checkpoint), *callbacks]
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
     start = time.perf_counter()
@@ -284,17 +275,14 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
                   initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                   callbacks=callbacks, verbose=0, shuffle=False)
     finally:
-        for callback in [*sessions, *loggers, *recorders]:
-            callback.close()
+        for callback in runs:
+            if hasattr(callback, "close"):
+                callback.close()
     wall = time.perf_counter() - start
-    summaries = []
-    for config, logger, replica, workdir, gradient_recorder in zip(
-            configs, loggers, replicas, workdirs, gradient_recorders):
-        summary = {**run_summary(logger.rows, wall, resumed_from_epoch=initial_epoch or None),
-                   "parallel_runs": len(configs)}
-        if gradient_recorder is not None:
-            summary["awakening_step"] = gradient_recorder.awakening_step
-        summaries.append(finish(workdir, summary, keep_model=config.save_model, model=replica))
+    summaries = [finish_run(config, workdir, logger.rows, wall, initial_epoch, gradient_recorder,
+                            model=replica, parallel_runs=len(configs))
+                 for config, logger, replica, workdir, gradient_recorder in zip(
+                     configs, loggers, replicas, workdirs, gradient_recorders)]
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     return summaries

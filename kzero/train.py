@@ -34,9 +34,9 @@ from kzero.quiet import import_tensorflow
 from kzero.records import run_summary
 
 __all__ = ["CHECKPOINT", "INIT_CHECK", "MODEL_FILE", "build_run_model", "compile_run_model",
-           "crop_fill", "finish", "holdout_pipeline", "hparams_of", "input_normalization",
-           "record_init_check", "run_arrays", "run_pipelines", "run_probe", "steps_per_epoch",
-           "train"]
+           "crop_fill", "finish", "finish_run", "holdout_pipeline", "hparams_of",
+           "input_normalization", "record_init_check", "resumed_epoch", "run_arrays",
+           "run_callbacks", "run_pipelines", "run_probe", "steps_per_epoch", "train"]
 
 # Examples whose layer outputs decide which units are dead: enough to tell a
 # constant unit from a live one, few enough to keep ResNet-50's outputs small.
@@ -252,34 +252,17 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
     model = (read_checkpoint(checkpoint, keras.saving.load_model, log)
              if os.path.exists(checkpoint) else None)
     if model is not None:
-        # The optimizer's step count says which epochs the checkpoint holds;
-        # rows written after it (a kill between the two) are redone.
-        initial_epoch = int(model.optimizer.iterations) // steps
-        if log is not None:
-            log(f"resuming after epoch {initial_epoch} of {config.epochs}")
+        initial_epoch = resumed_epoch(model, steps, config.epochs, log)
     else:
         model = compile_run_model(build_run_model(config), config)
         initial_epoch = 0
-        # The compiled loss, so that the gradient recorder reuses the check's
-        # gradient function (under jax, one compilation fewer).
-        record_init_check(config, model, arrays, workdir, loss=model.loss)
     train_data, _, test_data = run_pipelines(config, arrays, initial_epoch)
-
-    def path(name):
-        return os.path.join(workdir, name)
-
-    holdout = holdout_pipeline(config, arrays)
-    metrics_logger = EpochMetricsLogger(path("metrics.csv"), workdir, initial_epoch,
-                                        holdout=holdout is not None)
-    callbacks = [HParamsLogger(workdir, hparams_of(config)), metrics_logger]
-    if holdout is not None:
-        callbacks.insert(1, HoldoutEvaluator(holdout))
+    metrics_logger = EpochMetricsLogger(os.path.join(workdir, "metrics.csv"), workdir,
+                                        initial_epoch, holdout="x_holdout" in arrays)
+    gradient_recorder, callbacks = run_callbacks(config, arrays, workdir, model, initial_epoch,
+                                                 steps, metrics_logger)
     if stop_request is not None:
         callbacks.insert(0, StopOnRequest(stop_request))
-    if config.distribution == "data_parallel":
-        callbacks.append(SynchronousBatchEnd())
-    gradient_recorder, recorders = diagnostics(config, arrays, workdir, initial_epoch, steps)
-    callbacks += recorders
     callbacks.append(Checkpointer(checkpoint))
     callbacks.extend(extra_callbacks)
     start = time.perf_counter()
@@ -294,11 +277,55 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
         for callback in callbacks:
             if hasattr(callback, "close"):
                 callback.close()
-    summary = run_summary(metrics_logger.rows, time.perf_counter() - start,
-                          resumed_from_epoch=initial_epoch or None)
+    return model, finish_run(config, workdir, metrics_logger.rows, time.perf_counter() - start,
+                             initial_epoch, gradient_recorder)
+
+
+def resumed_epoch(model, steps_per_epoch, epochs, log):
+    """The epochs that a model loaded from a checkpoint has finished, read from
+    its optimizer's step count, so that rows written after the checkpoint (a
+    kill between the two) are redone; `log` gets a line saying so."""
+    initial_epoch = int(model.optimizer.iterations) // steps_per_epoch
+    if log is not None:
+        log(f"resuming after epoch {initial_epoch} of {epochs}")
+    return initial_epoch
+
+
+def run_callbacks(config, arrays, workdir, model, initial_epoch, steps_per_epoch,
+                  metrics_logger, replica=False):
+    """What every run has around `fit`, alone or as a `replica` of a group:
+    before its first step, the init check recorded; then its callbacks, in
+    the order they run: its TensorBoard session (hparams), a held-out split's
+    evaluator where it holds one out, `metrics_logger`, the synchronous
+    batch end of a data_parallel run, and its diagnostics. Returns
+    `(gradient_recorder or None, callbacks)`."""
+    if initial_epoch == 0:
+        # A single run's compiled loss, so that the gradient recorder reuses
+        # the check's gradient function (under jax, one compilation fewer).
+        record_init_check(config, model, arrays, workdir,
+                          loss=cross_entropy() if replica else model.loss)
+    callbacks = [HParamsLogger(workdir, hparams_of(config))]
+    holdout = holdout_pipeline(config, arrays)
+    if holdout is not None:
+        callbacks.append(HoldoutEvaluator(holdout))
+    callbacks.append(metrics_logger)
+    if config.distribution == "data_parallel":
+        callbacks.append(SynchronousBatchEnd())
+    gradient_recorder, recorders = diagnostics(config, arrays, workdir, initial_epoch,
+                                               steps_per_epoch,
+                                               model=model if replica else None)
+    return gradient_recorder, callbacks + recorders
+
+
+def finish_run(config, workdir, rows, wall_seconds, initial_epoch, gradient_recorder,
+               model=None, **extra):
+    """Writes a run's summary from its metrics `rows` (`finish`), alone or as
+    a replica of a group (`model`: the replica, saved as the run's model)."""
+    summary = {**run_summary(rows, wall_seconds, resumed_from_epoch=initial_epoch or None),
+               **extra}
     if gradient_recorder is not None:
         summary["awakening_step"] = gradient_recorder.awakening_step
-    return model, finish(workdir, summary, keep_model=config.save_model)
+    return finish(workdir, summary, keep_model=config.save_model, model=model)
 
 
 def diagnostics(config, arrays, workdir, initial_epoch, steps_per_epoch, model=None):
