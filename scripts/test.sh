@@ -15,8 +15,13 @@ shared="$(cd .. && pwd)/shared/data"
 if [ -z "${KZERO_DATA_DIR:-}" ] && [ -f "$shared/mnist.npz" ]; then
   export KZERO_DATA_DIR="$shared"
 fi
+# Two pytest workers (pytest-xdist; $KZERO_TEST_WORKERS sets how many, 0 for none):
+# much of a test's time is compiling and starting processes, which one core does
+# while the other trains. worksteal evens out tests of very different lengths.
+workers=(-n "${KZERO_TEST_WORKERS:-2}" --dist worksteal)
 # setup.cfg leaves the slow tier out of a bare pytest; a later -m takes it back in.
-KERAS_BACKEND=jax python -m pytest -q --durations=25 -m "slow or not slow" "$@"
+KERAS_BACKEND=jax python -m pytest -q --durations=25 "${workers[@]}" -m "slow or not slow" "$@"
 for backend in tensorflow torch; do
-  KERAS_BACKEND=$backend python -m pytest -q --durations=25 -m "not once and not slow" "$@"
+  KERAS_BACKEND=$backend python -m pytest -q --durations=25 "${workers[@]}" \
+    -m "not once and not slow" "$@"
 done

@@ -7,6 +7,7 @@ Every number is computed from the runs; the target accuracies are choices,
 stated in the section.
 """
 
+import math
 import os
 
 from kzero.analysis.plots import figure
@@ -119,26 +120,40 @@ def _row(experiment, variant, measured):
             f"{_cell_awake(measured)} | {'yes' if warned else 'no'} |")
 
 
+def _within_noise(a, b):
+    """Whether two (mean, half-width) intervals differ by less than their
+    half-widths in quadrature (the report's rule for a difference)."""
+    halves = [h if math.isfinite(h) else 0.0 for h in (a[1], b[1])]
+    return abs(a[0] - b[0]) < math.hypot(*halves)
+
+
 def _answers(rows):
-    """Per model: the best final accuracy, and the best start whose weights
-    are (mostly) zero, against the reference."""
+    """Per model: the best final accuracy and the starts within seed noise
+    of it, and the best start whose weights are (mostly) zero against the
+    reference."""
     lines = []
     for model in sorted({m["model"].split("_")[0] for m in rows.values()}):
         mine = {k: m for k, m in rows.items() if m["model"].split("_")[0] == model}
         means = {k: confidence_interval(m["final"]) for k, m in mine.items()}
         best = max(means, key=lambda k: means[k][0])
+        close = [mine[k]["method"] for k in sorted(means, key=lambda k: -means[k][0])
+                 if k != best and _within_noise(means[k], means[best])]
+        line = (f"- {model}: the highest mean final test accuracy: {mine[best]['method']}, "
+                f"{format_interval(*means[best])} (`{best[1]}`); "
+                + (f"within seed noise of it: {', '.join(close)}" if close else
+                   "every other start is below it beyond seed noise"))
         zero = {k: v for k, v in means.items() if mine[k]["method"] not in (
             METHODS["lecun"], METHODS["keras_default"], METHODS["he"])}
-        line = (f"- {model}: the highest final test accuracy: {mine[best]['method']}, "
-                f"{format_interval(*means[best])} (`{best[1]}`)")
-        if zero:
+        reference = next((k for k in mine if mine[k]["method"] == METHODS["lecun"]), None)
+        if zero and reference is not None:
             top = max(zero, key=lambda k: zero[k][0])
-            reference = next((k for k in mine if mine[k]["method"] == METHODS["lecun"]), None)
-            line += (f"; of the zero starts: {mine[top]['method']}, "
-                     f"{format_interval(*zero[top])} (`{top[1]}`)")
-            if reference is not None:
-                difference = zero[top][0] - means[reference][0]
-                line += f", {difference:+.4f} against the reference's mean"
+            difference = zero[top][0] - means[reference][0]
+            half = math.hypot(*(h if math.isfinite(h) else 0.0
+                                for h in (zero[top][1], means[reference][1])))
+            line += (f". Of the zero starts, {mine[top]['method']} has the highest mean, "
+                     f"{format_interval(*zero[top])} (`{top[1]}`): {difference:+.4f} ± "
+                     f"{half:.4f} against the reference init, "
+                     + ("within seed noise" if abs(difference) < half else "beyond seed noise"))
         lines.append(line + ".")
     return lines
 
@@ -172,8 +187,9 @@ def family_section(runs_by_key, out):
              "flags/family_mnist_fnn.flags, flags/cifar_resnet20.flags and "
              "flags/family_resnet20.flags. Columns: the final test accuracy and those after "
              "epochs 1 and 3 (95% intervals over seeds; - where the runs are shorter); the "
-             "epochs (mean over the seeds that got there) and seconds of training on the "
-             "machine that ran them until the test accuracy first reached the target; the "
+             "epochs (mean over the seeds that got there) and seconds of training until the "
+             "test accuracy first reached the target (the runs' metrics.csv, on the machine "
+             "that ran them, with whatever else it ran then); the "
              "step by which every kernel had had a non-zero gradient (the last recorded "
              "awakening); whether kzero's init check warned that batch norms remove the "
              "random biases.", "", "![family](family.png)", "",

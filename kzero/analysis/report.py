@@ -433,7 +433,10 @@ def _measured(experiment, variants):
               if _comparable(s) is None and math.isfinite(_final(s)[1])}
     lines = []
     protocols = sorted({p for _, p in finals}, key=lambda p: (p != "paper_text", p))
-    reference = next((b for b, _ in finals if b.endswith("_lecun")), None)
+    # The reference init on the section's own model: where other models of
+    # the same experiment (resnet20_fixup_lecun) also take lecun, the plainest name.
+    reference = min((b for b, _ in finals if b.endswith("_lecun")),
+                    key=lambda b: (b.count("_"), b), default=None)
     for protocol in protocols:
         if reference is None or (reference, protocol) not in finals:
             continue
