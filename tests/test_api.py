@@ -96,8 +96,8 @@ def test_apply_scheme_reaches_every_layer_of_any_model_with_its_own_fan_in():
 def test_apply_scheme_needs_a_built_model_and_a_known_scheme():
     with pytest.raises(ValueError, match="needs a built model"):
         kzero.apply_scheme(keras.Sequential([keras.layers.Dense(3)]), "zero_normal")
-    with pytest.raises(ValueError, match="unknown init scheme 'he'; valid: lecun, zero"):
-        kzero.apply_scheme(nested_model(), "he")
+    with pytest.raises(ValueError, match="unknown init scheme 'xavier'; valid: lecun, zero"):
+        kzero.apply_scheme(nested_model(), "xavier")
 
 
 def test_zero_schemes_need_no_fan_in_and_lecun_says_it_does():

@@ -120,7 +120,7 @@ def test_get_config_round_trip():
 
 def test_unknown_scheme_lists_valid_names():
     with pytest.raises(ValueError) as error:
-        get_scheme("he")
+        get_scheme("xavier")
     for name in SCHEMES:
         assert name in str(error.value)
 

@@ -122,7 +122,7 @@ def test_layers_get_distinct_seeds():
     (dict(dataset="svhn", model="fnn"), "valid: mnist, cifar10"),
     (dict(dataset="mnist", model="vgg"), "valid: logreg, fnn, cnn, resnet50"),
     (dict(dataset="mnist", model="fnn", activation="gelu"), "valid: elu, relu"),
-    (dict(dataset="mnist", model="fnn", init="he"), "valid: lecun, zero"),
+    (dict(dataset="mnist", model="fnn", init="xavier"), "valid: lecun, zero"),
 ])
 def test_bad_choices_name_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):

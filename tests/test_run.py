@@ -346,7 +346,7 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--weight_decay=-1"], "--weight_decay=-1: must be 0 or more"),
     (["--seed=-1"], "--seed=-1: must be 0 or more"),
     (["--learning_rate=0"], "--learning_rate=0: must be a positive number"),
-    (["--inits=he"], "--inits=he: not valid; choose from lecun, zero, zero_normal"),
+    (["--inits=xavier"], "--inits=xavier: not valid; choose from lecun, zero, zero_normal"),
     (["--activation=gelu"], "--activation=gelu: not valid; choose from elu"),
     (["--bias_scales=1,0"], "--bias_scales=0: must be a positive number"),
     (["--depth=4,8"], "--depth=4,8: none of the models takes a depth; only mlp do"),
