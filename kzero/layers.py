@@ -97,8 +97,33 @@ class BatchNormalization(keras.layers.Layer):
 StableBatchNormalization = BatchNormalization
 
 
+class _LearnedScalar(keras.layers.Layer):
+    """One learnable scalar, named `weight_name`, that it combines with
+    every element of the input (`_combine`)."""
+
+    weight_name = None
+
+    def __init__(self, initial, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        setattr(self, self.weight_name, self.add_weight(
+            shape=(1,), name=self.weight_name,
+            initializer=keras.initializers.Constant(self.initial)))
+
+    def call(self, inputs):
+        return self._combine(inputs, ops.cast(getattr(self, self.weight_name), inputs.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}
+
+
 @keras.saving.register_keras_serializable(package="kzero")
-class ScalarBias(keras.layers.Layer):
+class ScalarBias(_LearnedScalar):
     """Adds one learnable scalar to every element of its input: Fixup's
     scalar biases (Zhang et al. 2019), which stand in for the shifts of the
     batch norms a Fixup network does without.
@@ -107,26 +132,17 @@ class ScalarBias(keras.layers.Layer):
         initial: the scalar's starting value (Fixup: 0).
     """
 
+    weight_name = "bias"
+
     def __init__(self, initial=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.initial = float(initial)
+        super().__init__(initial, **kwargs)
 
-    def build(self, input_shape):
-        self.bias = self.add_weight(shape=(1,), name="bias",
-                                    initializer=keras.initializers.Constant(self.initial))
-
-    def call(self, inputs):
-        return inputs + ops.cast(self.bias, inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "initial": self.initial}
+    def _combine(self, inputs, scalar):
+        return inputs + scalar
 
 
 @keras.saving.register_keras_serializable(package="kzero")
-class ScalarScale(keras.layers.Layer):
+class ScalarScale(_LearnedScalar):
     """Multiplies its input by one learnable scalar: Fixup's multiplier
     (starts at 1) or SkipInit's / ReZero's alpha at the end of a residual
     branch (starts at 0, so that each block starts as its shortcut).
@@ -135,22 +151,13 @@ class ScalarScale(keras.layers.Layer):
         initial: the scalar's starting value.
     """
 
+    weight_name = "scale"
+
     def __init__(self, initial=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.initial = float(initial)
+        super().__init__(initial, **kwargs)
 
-    def build(self, input_shape):
-        self.scale = self.add_weight(shape=(1,), name="scale",
-                                     initializer=keras.initializers.Constant(self.initial))
-
-    def call(self, inputs):
-        return inputs * ops.cast(self.scale, inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "initial": self.initial}
+    def _combine(self, inputs, scalar):
+        return inputs * scalar
 
 
 @keras.saving.register_keras_serializable(package="kzero")
