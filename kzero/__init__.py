@@ -15,7 +15,7 @@ Importing kzero registers its serializable Keras classes (initializers and
 layers), so models it saved load with `keras.saving.load_model`.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 import os  # noqa: E402
 
@@ -44,7 +44,7 @@ if _keras_backend_is_tensorflow():
     import_tensorflow()  # before Keras imports it, with its start-up lines
 
 from kzero import initializers, layers  # noqa: E402,F401  registers the Keras classes
-from kzero.config import ConfigError, RunConfig  # noqa: E402
+from kzero.config import ConfigError, Grid, Provenance, RunConfig  # noqa: E402
 from kzero.datasets import (DATASETS, DataError, DatasetSpec, get_dataset,  # noqa: E402
                             load_dataset, register_dataset)
 from kzero.initializers import (SCHEMES, FanInUniform, FixupNormal,  # noqa: E402
@@ -58,16 +58,17 @@ from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa:
 from kzero.optimizers import OPTIMIZERS, register_optimizer  # noqa: E402
 from kzero.protocols import PROTOCOLS, Protocol, register_protocol  # noqa: E402
 from kzero.train import train  # noqa: E402
+from kzero.grid import run_grid  # noqa: E402
 
 __all__ = ["ACTIVATIONS", "ConfigError", "DATASETS", "DataError",
-           "DatasetSpec", "FanInUniform", "FixupNormal", "LayerFactory", "MODELS", "ModelSpec",
+           "DatasetSpec", "FanInUniform", "FixupNormal", "Grid", "LayerFactory", "MODELS", "ModelSpec",
            "NumpyGlorotUniform", "NumpyNormal", "NumpyUniform", "OPTIMIZERS", "PROTOCOLS",
-           "PadChannels", "Protocol", "RunConfig", "SCHEMES", "ScalarBias", "ScalarScale", "Scheme",
+           "PadChannels", "Protocol", "Provenance", "RunConfig", "SCHEMES", "ScalarBias", "ScalarScale", "Scheme",
            "StableBatchNormalization", "ZerOHadamard",
            "apply_scheme", "build_model", "check_init",
            "get_dataset", "get_scheme", "init_warning", "initializers", "layers", "load_dataset",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",
-           "register_scheme", "small_normal_scheme", "train"]
+           "register_scheme", "run_grid", "small_normal_scheme", "train"]
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
 """The grid: models x init schemes x bias scales x seeds, each run in its own
 directory `<output_dir>/<experiment>/<variant>/seed_<k>/`.
 
-Every function takes its arguments (a `RunConfig` describing the grid, and
+Every function takes its arguments (a `kzero.config.Grid`, and
 what to do with it), so the grid can be called and tested without the
 command line: `run_grid(config)` is what `python -m kzero.run` calls.
 Finished runs are skipped, unfinished ones resume, each run is trained under
@@ -23,9 +23,7 @@ import keras
 
 from kzero.config import ConfigError
 from kzero.datasets import load_dataset
-from kzero.initializers import get_scheme
 from kzero.io import read_json
-from kzero.models import MODELS
 from kzero.progress import GridProgress
 from kzero.quiet import has_tensorflow
 from kzero.records import DamagedFile, check_run_files
@@ -38,46 +36,25 @@ STOP_REQUEST = threading.Event()
 
 
 def expand(grid):
-    """The runs of `grid` (a `RunConfig` whose `models`, `depths`, `inits`,
-    `bias_scales`, `learning_rates`, `precisions`, `runs` and `base_seed`
-    describe it), in order, as `RunConfig`s with their own `model`, `depth`,
-    `width`, `init`, `bias_scale`, `learning_rate`, `precision` and `seed`. A scheme that ignores the bias scale gets one
-    variant, with bias_scale None; a model that takes no depth or width gets
-    None for them, one that does its default where the grid gives none."""
-    base_seed = grid.seed if grid.base_seed is None else grid.base_seed
-
-    def shapes(model):
-        options = MODELS.get(model).options
-        depths = (grid.depths or (options["depth"],)) if "depth" in options else (None,)
-        width = (grid.width or options["width"]) if "width" in options else None
-        return [(depth, width) for depth in depths]
-
-    return [grid.replace(model=model, depth=depth, width=width, init=init, bias_scale=scale,
-                         learning_rate=rate, precision=precision, seed=base_seed + k,
-                         base_seed=base_seed)
-            for model in grid.models
-            for depth, width in shapes(model)
-            for init in grid.inits
-            for scale in (grid.bias_scales if get_scheme(init).uses_bias_scale else [None])
-            for rate in (grid.learning_rates or (grid.learning_rate,))
-            for precision in (grid.precisions or (grid.precision,))
-            for k in range(grid.runs)]
+    """The runs of `grid` (a `kzero.config.Grid`), in order, as `RunConfig`s."""
+    return grid.expand()
 
 
 def check_runnable(grid):
     """What a config cannot know of this machine, checked before anything is
     trained or written: raises `ConfigError`."""
-    if grid.pipeline == "tf" and not has_tensorflow():
+    base = grid.base
+    if base.pipeline == "tf" and not has_tensorflow():
         raise ConfigError("pipeline", "tf", "TensorFlow is not installed; use --pipeline=numpy")
-    if grid.data_dir and not os.path.isdir(grid.data_dir):
-        raise ConfigError("data_dir", grid.data_dir, "no such directory")
-    if grid.distribution != "none" and keras.backend.backend() != "jax":
-        raise ConfigError("distribution", grid.distribution,
+    if base.data_dir and not os.path.isdir(base.data_dir):
+        raise ConfigError("data_dir", base.data_dir, "no such directory")
+    if base.distribution != "none" and keras.backend.backend() != "jax":
+        raise ConfigError("distribution", base.distribution,
                           f"needs KERAS_BACKEND=jax (this is {keras.backend.backend()})")
-    if grid.distribution == "data_parallel":
+    if base.distribution == "data_parallel":
         devices = len(keras.distribution.list_devices())
-        if grid.batch_size % devices:
-            raise ConfigError("batch_size", grid.batch_size,
+        if base.batch_size % devices:
+            raise ConfigError("batch_size", base.batch_size,
                               f"must divide evenly over the {devices} devices of "
                               "--distribution=data_parallel")
     _check_writable(grid.output_dir)
@@ -123,9 +100,8 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
     are not finished, skipping those another runner is training.
 
     Args:
-        grid: a `RunConfig` describing the grid, with `output_dir`,
-            `overwrite`, `shard` and `parallel_runs`.
-        arrays: the dataset, loaded from `grid.dataset` if not given.
+        grid: a `kzero.config.Grid`.
+        arrays: the dataset, loaded from the grid's `dataset` if not given.
         verbose: `model.fit`'s; default a progress bar on a terminal, else a
             line per epoch.
         stop_request: a `threading.Event` that stops the run in progress.
@@ -136,14 +112,15 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
     index, count = grid.shard_index()
     runs = expand(grid)[index::count]
     if arrays is None:
-        arrays = load_dataset(grid.dataset, grid.data_dir)
+        arrays = load_dataset(grid.get("dataset"), grid.get("data_dir"))
     root = os.path.join(grid.output_dir, grid.experiment_name)
     _say(f"kzero: {len(runs)} runs of {grid.experiment_name}"
          f"{f' (shard {grid.shard})' if grid.shard else ''} -> {root}")
+    asked = grid.get("epochs")
     for model, epochs in sorted({(run.model, run.epochs) for run in runs
-                                 if run.epochs != grid.epochs}):
-        _say(f"kzero: --protocol={grid.protocol} trains {model} on {grid.dataset} for {epochs} "
-             f"epochs, not --epochs={grid.epochs} (kzero.protocols)")
+                                 if run.epochs != asked}):
+        _say(f"kzero: --protocol={grid.get('protocol')} trains {model} on {grid.get('dataset')} "
+             f"for {epochs} epochs, not --epochs={asked} (kzero.protocols)")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"
@@ -151,7 +128,8 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
     progress = GridProgress(runs, _say)
     if grid.parallel_runs == 1:
         for run in runs:
-            _train_alone(run, labels, arrays, root, verbose, stop_request, progress)
+            _train_alone(run, labels, arrays, root, grid.overwrite, verbose, stop_request,
+                         progress)
     else:
         _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progress)
     return runs
@@ -161,7 +139,7 @@ def _workdir(root, run):
     return os.path.join(root, run.variant, f"seed_{run.seed}")
 
 
-def _train_alone(run, labels, arrays, root, verbose, stop_request, progress):
+def _train_alone(run, labels, arrays, root, overwrite, verbose, stop_request, progress):
     workdir = _workdir(root, run)
     if stop_request.is_set():
         raise KeyboardInterrupt
@@ -170,7 +148,8 @@ def _train_alone(run, labels, arrays, root, verbose, stop_request, progress):
         if not locked:
             _say(f"{labels[id(run)]}: being trained by another process, skipped")
         else:
-            _train_one(labels[id(run)], workdir, arrays, run, verbose, stop_request, progress)
+            _train_one(labels[id(run)], workdir, arrays, run, overwrite, verbose, stop_request,
+                       progress)
     progress.run_finished(run)
 
 
@@ -190,7 +169,7 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
     for run in runs:
         os.makedirs(os.path.dirname(workdirs[id(run)]), exist_ok=True)
         families.setdefault(group_key(run), []).append(run)
-        if _skip_finished(labels[id(run)], workdirs[id(run)], run):
+        if _skip_finished(labels[id(run)], workdirs[id(run)], run, grid.overwrite):
             progress.run_finished(run)
         else:
             todo.setdefault(group_key(run), []).append(run)
@@ -199,9 +178,10 @@ def _run_groups(runs, labels, arrays, root, grid, verbose, stop_request, progres
         if size == AUTO:
             size = choose_group_size(families[key], arrays, root, _say)
         alone = [run for run in family_todo if size == 1 or (
-            not run.overwrite and os.path.exists(os.path.join(workdirs[id(run)], CHECKPOINT)))]
+            not grid.overwrite and os.path.exists(os.path.join(workdirs[id(run)], CHECKPOINT)))]
         for run in alone:
-            _train_alone(run, labels, arrays, root, verbose, stop_request, progress)
+            _train_alone(run, labels, arrays, root, grid.overwrite, verbose, stop_request,
+                         progress)
         alone_ids = {id(run) for run in alone}
         together = [run for run in family_todo if id(run) not in alone_ids]
         for start in range(0, len(together), size):
@@ -220,14 +200,14 @@ def _train_group(candidates, labels, workdirs, arrays, grid, verbose, stop_reque
             if not locks.enter_context(_run_lock(workdirs[id(run)])):
                 _say(f"{labels[id(run)]}: being trained by another process, skipped")
             # Another runner may have finished it since the list was made.
-            elif not _skip_finished(labels[id(run)], workdirs[id(run)], run):
+            elif not _skip_finished(labels[id(run)], workdirs[id(run)], run, grid.overwrite):
                 group.append(run)
             else:
                 progress.run_finished(run)
         if not group:
             return
         members = tuple(f"{run.variant}/seed_{run.seed}" for run in group)
-        configs = [run.replace(parallel_group=members) for run in group]
+        configs = [run.with_provenance(parallel_group=members) for run in group]
         dirs = [workdirs[id(run)] for run in group]
         resumable = _group_resumable(dirs, members) and not grid.overwrite
         for run in group:
@@ -260,8 +240,7 @@ def _group_resumable(workdirs, members):
         return False
     for workdir in workdirs:
         path = os.path.join(workdir, "config.json")
-        if not os.path.exists(path) or tuple(read_json(path).get("parallel_group") or ()) != \
-                members:
+        if not os.path.exists(path) or _parallel_group(path) != members:
             return False
     return True
 
@@ -318,15 +297,21 @@ def _fresh_start(workdir):
                 os.remove(path)
 
 
-def _skip_finished(label, workdir, run):
+def _parallel_group(config_path):
+    """The group a run's config.json names; () for a run trained alone."""
+    values = read_json(config_path)
+    return tuple(values.get("provenance", values).get("parallel_group") or ())
+
+
+def _skip_finished(label, workdir, run, overwrite):
     """Whether the run in `workdir` has finished all the epochs `run` asks for
-    (and `run.overwrite` is off); says so. A run that finished fewer epochs is
+    (and `overwrite` is off); says so. A run that finished fewer epochs is
     extended: its kept model, the checkpoint of its last epoch, resumes
     training to `run.epochs`, which gives what a run trained that long from
     the start gives (every epoch's order depends only on the seed and the
     epoch). Where no such model was kept, it says what to run instead."""
     summary_path = os.path.join(workdir, "summary.json")
-    if run.overwrite:
+    if overwrite:
         return False
     _set_aside_damaged(label, workdir)
     if not os.path.exists(summary_path):
@@ -335,7 +320,7 @@ def _skip_finished(label, workdir, run):
     held = done.get("epochs_completed") or 0
     if done["status"] == "finished" and held < run.epochs:
         kept = os.path.join(workdir, MODEL_FILE)
-        grouped = read_json(os.path.join(workdir, "config.json")).get("parallel_group")
+        grouped = _parallel_group(os.path.join(workdir, "config.json"))
         if os.path.exists(kept) and not grouped:
             os.replace(kept, os.path.join(workdir, CHECKPOINT))
             os.remove(summary_path)
@@ -352,10 +337,10 @@ def _skip_finished(label, workdir, run):
     return True
 
 
-def _train_one(label, workdir, arrays, config, verbose, stop_request, progress):
-    if _skip_finished(label, workdir, config):
+def _train_one(label, workdir, arrays, config, overwrite, verbose, stop_request, progress):
+    if _skip_finished(label, workdir, config, overwrite):
         return
-    if not os.path.exists(os.path.join(workdir, CHECKPOINT)) or config.overwrite:
+    if not os.path.exists(os.path.join(workdir, CHECKPOINT)) or overwrite:
         _say(f"{label}: training")
         _fresh_start(workdir)
     start = time.perf_counter()

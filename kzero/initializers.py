@@ -308,7 +308,7 @@ SCHEMES = Registry("init scheme")
 
 
 def register_scheme(scheme, replace=False):
-    """Adds a `Scheme` to `SCHEMES` under its name (for `--inits` and
+    """Adds a `Scheme` to `SCHEMES` under its name (for `--init` and
     `build_model(init=...)`); returns it."""
     return SCHEMES.register(scheme.name, scheme, replace=replace)
 

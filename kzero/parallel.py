@@ -19,7 +19,6 @@ its first run's directory; a killed group resumes from there, as a single run
 does from its own checkpoint.
 """
 
-import dataclasses
 import math
 import os
 import sys
@@ -44,15 +43,15 @@ __all__ = ["GROUP_CHECKPOINT", "train_parallel"]
 # In the directory of a group's first run.
 GROUP_CHECKPOINT = "group_checkpoint.keras"
 
-# The fields in which the runs of one group may differ: each replica is built
-# from its own config. The rest, the architecture and what the one optimizer
-# and the one fit loop see, must be the same for all.
-_MAY_DIFFER = {"seed", "init", "bias_scale", "parallel_group", "command"}
+# The settings in which the runs of one group may differ: each replica is
+# built from its own config. The rest, the architecture and what the one
+# optimizer and the one fit loop see, must be the same for all.
+_MAY_DIFFER = {"seed", "init", "bias_scale"}
 
 
 def group_key(config):
-    """What the runs of one group share: the config less `_MAY_DIFFER`."""
-    return tuple(sorted((name, repr(value)) for name, value in dataclasses.asdict(config).items()
+    """What the runs of one group share: the settings less `_MAY_DIFFER`."""
+    return tuple(sorted((name, repr(value)) for name, value in config.settings().items()
                         if name not in _MAY_DIFFER))
 
 
@@ -175,9 +174,9 @@ class _GroupProgressBar(_GroupEpochLine):
 
 
 def _check_one_architecture(configs):
-    first = dataclasses.asdict(configs[0])
+    first = configs[0].settings()
     for config in configs[1:]:
-        for name, value in dataclasses.asdict(config).items():
+        for name, value in config.settings().items():
             if name not in _MAY_DIFFER and value != first[name]:
                 raise ValueError(f"a parallel group trains one architecture: its configs differ "
                                  f"in {name} ({first[name]!r} and {value!r})")

@@ -47,6 +47,6 @@ def stamp(config, input_pipeline):
     versions, the input pipeline that runs, and the initial weights' stream."""
     from kzero.initializers import INIT_STREAM
 
-    return config.replace(backend=keras.backend.backend(), accelerator=accelerator(),
-                          host=platform.node(), versions=library_versions(),
-                          input_pipeline=input_pipeline, init_stream=INIT_STREAM)
+    return config.with_provenance(backend=keras.backend.backend(), accelerator=accelerator(),
+                                  host=platform.node(), versions=library_versions(),
+                                  input_pipeline=input_pipeline, init_stream=INIT_STREAM)

@@ -6,8 +6,8 @@
 Each run writes `<output_dir>/<experiment>/<variant>/seed_<k>/` holding
 `config.json`, `metrics.csv`, `summary.json`, a TensorBoard event file and the
 trained `model.keras`. Finished runs are skipped when the command is repeated
-(`--overwrite` redoes them). This module only turns flags into a `RunConfig`
-and calls `kzero.grid.run_grid`.
+(`--overwrite` redoes them). This module only turns flags into a `Grid`
+(`kzero.config`) and calls `kzero.grid.run_grid`.
 """
 
 import errno
@@ -17,117 +17,58 @@ import sys
 
 from absl import app, flags, logging
 
+from kzero.config import DEFAULT_AXES, Grid, field_type, flag_fields
 from kzero.datasets import DATASETS
 from kzero.experiments import paper_experiments, with_paper_flagfiles
 from kzero.initializers import SCHEMES
 from kzero.models import ACTIVATIONS, MODELS
 from kzero.optimizers import OPTIMIZERS
-from kzero.protocols import BN_STATISTICS, CROP_FILLS, NORMALIZATION_STDS, ORDERS, PROTOCOLS
+from kzero.protocols import PROTOCOLS
 
 FLAGS = flags.FLAGS
 
-# What to train.
-flags.DEFINE_string("experiment", None,
-                    "Name of the experiment directory; default <dataset>_<models>.")
-flags.DEFINE_string("dataset", "mnist", f"{', '.join(DATASETS)}, or a tensorflow-datasets "
-                    "image classification dataset (e.g. fashion_mnist, cifar100).")
-flags.DEFINE_list("model", ["fnn"], f"Models: {', '.join(MODELS)}.")
-flags.DEFINE_list("inits", ["lecun", "zero_normal", "zero_uniform"],
-                  f"Init schemes: {', '.join(SCHEMES)}.")
-flags.DEFINE_list("bias_scales", ["1"], "Bias scales for the zero_normal and zero_uniform schemes.")
-flags.DEFINE_list("depth", [], "Hidden layers of --model=mlp, or a list of depths (a variant "
-                  "each); default 2.")
-flags.DEFINE_integer("width", None, "Units per hidden layer of --model=mlp; default 256.")
-flags.DEFINE_string("activation", "elu",
-                    f"Activation after every layer but the last: {', '.join(ACTIVATIONS)}.")
-flags.DEFINE_list("extensions", [], "Python modules to import first, which register datasets, "
-                  "models, schemes or optimizers of their own (docs/library.md).")
-flags.DEFINE_string("init_scope", "all", "Layers the init scheme reaches: all, or paper_code (only "
-                    "the stem conv and the last layer, as in the paper's public ResNet-50 code).")
-# Where the paper's text is silent (kzero.protocols, docs/reproducing.md).
-flags.DEFINE_string("protocol", "paper_text", f"{', '.join(PROTOCOLS)}: what the paper states, "
-                    "or what the authors' code does; the five flags below override its items.")
-flags.DEFINE_integer("holdout", None, "Training examples held out per run as a validation split "
-                     "(default: the protocol's, 0 or 7000).")
-flags.DEFINE_string("order", None, f"{', '.join(ORDERS)}: a new example order every epoch, or "
-                    "one order for all (default: the protocol's).")
-flags.DEFINE_string("bn_statistics", None, f"{', '.join(BN_STATISTICS)}: what batch norm "
-                    "normalises test batches with (default: the protocol's).")
-flags.DEFINE_string("normalization_std", None, f"{', '.join(NORMALIZATION_STDS)}: the std the "
-                    "ResNet's inputs are divided by (default: the protocol's).")
-flags.DEFINE_string("crop_fill", None, f"{', '.join(CROP_FILLS)}: the ResNet's crop padding, 0 "
-                    "after normalising or black before (default: the protocol's).")
-# What to record.
-flags.DEFINE_boolean("record_gradients", True, "Record gradient distributions and layer awakening, "
-                     "and each stage's input dependence (stages.csv).")
-flags.DEFINE_integer("grad_first_steps", 5, "Record gradients at each of the first N steps.")
-flags.DEFINE_integer("grad_every", 1000, "Then record gradients every N steps (0: never).")
-flags.DEFINE_boolean("record_symmetry", True, "Record distinct and dead units per layer and epoch.")
-flags.DEFINE_boolean("record_activations", True, "Record pre-activation and activation statistics "
-                     "per layer (activations.csv) at the gradient schedule.")
-flags.DEFINE_boolean("save_model", True, "Keep each finished run's trained model as model.keras.")
-# How to train.
-flags.DEFINE_integer("epochs", 10, "Epochs per run.")
-flags.DEFINE_integer("runs", 5, "Seeds per variant: seed, seed+1, ...")
-flags.DEFINE_integer("seed", 0, "Base seed.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_string("optimizer", "adam", f"{', '.join(OPTIMIZERS)}: Keras optimizers; adam is "
-                    "the paper's, momentum is SGD with 0.9.")
-flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate.")
-flags.DEFINE_list("learning_rates", [], "Several learning rates, a variant each (named "
-                  "_lr<rate>); overrides --learning_rate.")
-flags.DEFINE_float("weight_decay", None, "Decoupled weight decay; default the optimizer's own "
-                   "(0; 0.01 for adamw).")
-flags.DEFINE_string("parallel_runs", "1", "1: run by run (the default: the same digits on "
-                    "any machine); R: up to R runs of one architecture (any init scheme, bias "
-                    "scale and seed) trained at once as one model of replicas, equal to separate "
-                    "runs to float rounding; auto: the group size a short measurement finds "
-                    "fastest here (worth it on a GPU). Each replica records its own "
-                    "diagnostics, and a killed group resumes after its last finished epoch.")
-flags.DEFINE_string("distribution", "none", "none, or data_parallel: split each batch over all "
-                    "local devices (keras.distribution.DataParallel; jax backend only).")
-flags.DEFINE_string("precision", "float32", "float32, or mixed_bfloat16 / mixed_float16: compute "
-                    "in 16 bits, keep the variables in float32 (Keras dtype policies).")
-flags.DEFINE_list("precisions", [], "Several precisions, a variant each (a precision other "
-                  "than float32 ends the variant's name, e.g. _mixed_bfloat16); overrides "
-                  "--precision.")
-flags.DEFINE_string("jit_compile", "auto", "auto (Keras' choice: XLA under jax, eager under "
-                    "torch), true (XLA, or torch.compile under torch) or false.")
-flags.DEFINE_string("pipeline", "auto", "Input pipeline: tf (tf.data), numpy (no TensorFlow "
-                    "needed), device (the numpy pipeline's batches made on the accelerator), or "
-                    "auto (tf under the tensorflow backend, else numpy).")
-flags.DEFINE_integer("max_examples", None, "Use only the first N examples of each split.")
-flags.DEFINE_integer("max_steps", None, "Train only the first N update steps (with --epochs=1), "
-                     "then evaluate: the first-steps census (flags/census_*.flags).")
-flags.DEFINE_float("bn_epsilon", None, "What the batch norms add to the variance (default "
-                   "PyTorch's 1e-5, the paper's code's); a variant named _bn_eps<value>.")
-flags.DEFINE_boolean("bn_exact_mean", False, "Batch norms centre a channel that is constant over "
-                     "the batch exactly (no rounding error for 1/sqrt(epsilon) to amplify); a "
-                     "variant named _exact_bn_mean.")
-# Where.
-flags.DEFINE_string("data_dir", None, "Directory holding <dataset>.npz (keras.datasets layout); "
-                    "default $KZERO_DATA_DIR, else download with tensorflow-datasets.")
-flags.DEFINE_string("output_dir", "runs", "Where run directories are written.")
-flags.DEFINE_boolean("overwrite", False, "Redo runs that already finished.")
-flags.DEFINE_string("shard", None, "i/n: train only runs i, i+n, i+2n, ... of the grid (from 0), "
-                    "so that n jobs of a cluster array cover it; kzero.report merges them.")
 
-# The flags by purpose, in the order --help and docs/flags.md show them.
-FLAG_GROUPS = {
-    "What to train": ["experiment", "dataset", "model", "inits", "bias_scales", "depth",
-                      "width", "activation", "init_scope", "extensions"],
-    "The paper's protocol (docs/reproducing.md)": ["protocol", "holdout", "order",
-                                                   "bn_statistics", "normalization_std",
-                                                   "crop_fill"],
-    "How to train": ["epochs", "runs", "seed", "batch_size", "optimizer", "learning_rate",
-                     "learning_rates", "weight_decay", "precision", "precisions",
-                     "max_examples", "max_steps", "bn_epsilon", "bn_exact_mean"],
-    "What each run records": ["record_gradients", "grad_first_steps", "grad_every",
-                              "record_symmetry", "record_activations", "save_model"],
-    "How to run the grid": ["parallel_runs", "distribution", "jit_compile", "pipeline",
-                            "shard"],
-    "Where": ["data_dir", "output_dir", "overwrite"],
-}
+def _flag_default(owner, field):
+    """A flag's default, from its field's (a grid axis: the grid's default values)."""
+    if field.metadata["sweep"]:
+        values = DEFAULT_AXES.get(field.name)
+        if values is None:
+            values = () if field.default is None else (field.default,)
+        return [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
+    if field_type(owner, field) is tuple:
+        return list(field.default)
+    return field.default if field.name != "parallel_runs" else str(field.default)
+
+
+# The registries whose names a flag's help lists, as this process has them.
+_REGISTRIES = {"dataset": DATASETS, "model": MODELS, "init": SCHEMES, "activation": ACTIVATIONS,
+               "optimizer": OPTIMIZERS, "protocol": PROTOCOLS}
+
+
+def _help(field):
+    registry = _REGISTRIES.get(field.name)
+    names = f" Registered: {', '.join(registry)}." if registry else ""
+    return field.metadata["help"] + names
+
+
+def _define_flags():
+    """A flag for each field of `RunConfig` and `Grid` that has a description,
+    with its default and its older name as an alias."""
+    define = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
+              float: flags.DEFINE_float, bool: flags.DEFINE_boolean, tuple: flags.DEFINE_list}
+    for fields in flag_fields().values():
+        for owner, field in fields:
+            kind = list if field.metadata["sweep"] else field_type(owner, field)
+            (flags.DEFINE_list if kind is list else define[kind])(
+                field.name, _flag_default(owner, field), _help(field))
+            if field.metadata["alias"]:
+                flags.DEFINE_alias(field.metadata["alias"], field.name)
+
+
+_define_flags()
+# The older names of flags: {alias: flag}.
+ALIASES = {field.metadata["alias"]: field.name for fields in flag_fields().values()
+           for _, field in fields if field.metadata["alias"]}
 
 
 def _default_text(flag):
@@ -140,56 +81,71 @@ def _default_text(flag):
     return str(flag.default)
 
 
+def _also(name):
+    alias = next((a for a, flag in ALIASES.items() if flag == name), None)
+    return f" (also --{alias})" if alias else ""
+
+
 def flags_help():
     """--help's flag section: the flags by purpose, each with its default."""
     lines = []
-    for group, names in FLAG_GROUPS.items():
+    for group, fields in flag_fields().items():
         lines += ["", f"{group}:"] if lines else [f"{group}:"]
-        for name in names:
-            lines.append(f"  --{name}={_default_text(FLAGS[name])}")
-            lines.append(f"      {FLAGS[name].help}")
+        for _, field in fields:
+            lines.append(f"  --{field.name}={_default_text(FLAGS[field.name])}"
+                         f"{_also(field.name)}")
+            lines.append(f"      {FLAGS[field.name].help}")
     return "\n".join(lines)
 
 
 def flags_markdown():
-    """docs/flags.md, from the flags themselves (scripts/flags_doc.py writes it)."""
+    """docs/flags.md, from the fields' descriptions (scripts/flags_doc.py writes it)."""
     lines = ["# Flags", "",
              "Every flag of `python -m kzero.run` (`kzero-run`), by purpose, with its default "
-             "and its one description. Generated from `kzero/run.py` by "
-             "`python scripts/flags_doc.py > docs/flags.md`; a test keeps the two in step. "
-             "A flagfile (`--flagfile=flags/NAME.flags`, or `--flagfile=NAME`) is a list of "
-             "these; flags after it override it."]
-    for group, names in FLAG_GROUPS.items():
+             "and its one description. Generated from the fields of `RunConfig` and `Grid` "
+             "(`kzero/config.py`) by `python scripts/flags_doc.py > docs/flags.md`; a test "
+             "keeps the two in step. A flag of a grid axis takes a comma list, a variant per "
+             "value. A flagfile (`--flagfile=flags/NAME.flags`, or `--flagfile=NAME`) is a list "
+             "of these; flags after it override it."]
+    for group, fields in flag_fields().items():
         lines += ["", f"## {group}", "", "| flag | default | meaning |", "| --- | --- | --- |"]
-        for name in names:
-            text = FLAGS[name].help.replace("|", "\\|")
-            lines.append(f"| `--{name}` | `{_default_text(FLAGS[name])}` | {text} |")
+        for _, field in fields:
+            text = FLAGS[field.name].help.replace("|", "\\|")
+            alias = _also(field.name).replace("(also --", "(also `--").replace(")", "`)")
+            lines.append(f"| `--{field.name}`{alias} | `{_default_text(FLAGS[field.name])}` | "
+                         f"{text} |")
     return "\n".join(lines) + "\n"
-
-
-# The RunConfig fields whose flag has another name; every other flag is its field.
-FIELD_OF_FLAG = {"model": "models", "seed": "base_seed", "depth": "depths"}
-FLAG_OF_FIELD = {**{field: flag for flag, field in FIELD_OF_FLAG.items()}, "seed": "seed"}
-
-
-def _own_flag_names():
-    return [f.name for f in FLAGS.get_flags_for_module(sys.modules[__name__])]
 
 
 def command_line():
     """The command that reproduces this grid: every flag that was given, from
     the command line or a flagfile, spelled out."""
-    given = [shlex.quote(FLAGS[name].serialize()) for name in _own_flag_names()
-             if FLAGS[name].present]
+    given = [shlex.quote(FLAGS[field.name].serialize())
+             for fields in flag_fields().values() for _, field in fields
+             if FLAGS[field.name].present]
     return " ".join(["python -m kzero.run", *given])
 
 
 def config_from_flags():
-    """The grid's `RunConfig`: each flag onto its field, in this one place."""
-    from kzero.config import RunConfig
+    """The `Grid`: each flag onto its field, in this one place: a grid axis's
+    values, a run setting, or the grid's own."""
+    settings, axes, own = {}, {}, {}
+    for fields in flag_fields().values():
+        for owner, field in fields:
+            value = FLAGS[field.name].value
+            if owner is Grid:
+                own[field.name] = value
+            elif field.metadata["sweep"]:
+                axes[field.name] = value
+            else:
+                settings[field.name] = value
+    return Grid(settings=settings, axes=axes, command=command_line(), **own)
 
-    values = {FIELD_OF_FLAG.get(name, name): FLAGS[name].value for name in _own_flag_names()}
-    return RunConfig(seed=FLAGS.seed, command=command_line(), **values)
+
+def _flag_named(field):
+    """The flag a user typed for `field`: its older name where that was given."""
+    alias = next((a for a, flag in ALIASES.items() if flag == field), None)
+    return alias if alias and FLAGS[alias].present else field
 
 
 def main(argv):
@@ -209,7 +165,7 @@ def main(argv):
         grid = config_from_flags()
         check_runnable(grid)
     except ConfigError as e:
-        _fail(f"--{FLAG_OF_FIELD.get(e.field, e.field)}{str(e)[len(e.field):]}")
+        _fail(f"--{_flag_named(e.field)}{str(e)[len(e.field):]}")
     handle_signals()
     try:
         run_grid(grid)

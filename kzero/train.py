@@ -199,7 +199,7 @@ HPARAMS = ("experiment", "dataset", "model", "depth", "width", "init", "bias_sca
 def hparams_of(config):
     """The run's hyperparameters for the HParams plugin; those a run does not
     have (None: a bias scale its scheme ignores) are left out."""
-    values = {name: getattr(config, name) for name in HPARAMS}
+    values = {name: getattr(config, name) for name in HPARAMS if name != "experiment"}
     values["experiment"] = config.experiment_name
     return {name: value for name, value in values.items() if value is not None}
 

@@ -89,7 +89,7 @@ def main(argv):
     from kzero.train import build_run_model, run_arrays
 
     grid = kzero_run.config_from_flags()
-    arrays = load_dataset(grid.dataset, grid.data_dir)
+    arrays = load_dataset(grid.get("dataset"), grid.get("data_dir"))
     runs = expand(grid)
     families = {}
     for run in runs:
@@ -109,9 +109,9 @@ def main(argv):
         flops_per_epoch += forward_flops(model) * (3 * train_examples + test_examples)
     flops = flops_per_epoch / len(runs)  # per run-epoch
     result = {"backend": keras.backend.backend(), "experiment": grid.experiment_name,
-              "runs": len(runs), "epochs": grid.epochs, "max_examples": grid.max_examples,
-              "precision": grid.precision, "group_size": group_size,
-              "record_gradients": grid.record_gradients}
+              "runs": len(runs), "epochs": grid.get("epochs"), "max_examples": grid.get("max_examples"),
+              "precision": grid.get("precision"), "group_size": group_size,
+              "record_gradients": grid.get("record_gradients")}
     with tempfile.TemporaryDirectory() as tmp:
         for name, size in (("single", 1), ("grouped", group_size)):
             wall, run_epochs = timed_grid(grid.replace(parallel_runs=size), arrays,
@@ -127,7 +127,7 @@ def main(argv):
                                              for c in json.load(f).values()]
     result["grouped_over_single"] = round(result["grouped_run_epochs_per_s"]
                                           / result["single_run_epochs_per_s"], 3)
-    result["matmul_peak_gflop_per_s"] = round(matmul_peak(grid.precision), 1)
+    result["matmul_peak_gflop_per_s"] = round(matmul_peak(grid.get("precision")), 1)
     for name in ("single", "grouped"):
         result[f"{name}_fraction_of_peak"] = round(
             result[f"{name}_gflop_per_s"] / result["matmul_peak_gflop_per_s"], 4)

@@ -50,7 +50,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def train_grid(backend, output_dir):
     command = [sys.executable, "-m", "kzero.run", "--experiment=parity", "--dataset=mnist",
-               "--model=fnn", f"--inits={','.join(FLAGS.inits)}", f"--runs={FLAGS.runs}",
+               "--model=fnn", f"--init={','.join(FLAGS.inits)}", f"--runs={FLAGS.runs}",
                f"--epochs={FLAGS.epochs}", f"--output_dir={output_dir}",
                "--norecord_gradients", "--norecord_symmetry", "--nosave_model"]
     if FLAGS.data_dir:

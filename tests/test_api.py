@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import kzero
-from kzero.config import ConfigError, RunConfig
+from kzero.config import ConfigError, Grid, RunConfig
 from kzero.grid import expand, run_grid
 from kzero.models import build_model
 from kzero.io import read_csv, read_json
@@ -119,8 +119,14 @@ def test_config_rejects_unknown_keys_and_bad_values_where_it_is_made():
         RunConfig(model="resnet50")
     with pytest.raises(ConfigError, match="optimizer=rmsprop: not valid; choose from adam"):
         RunConfig(optimizer="rmsprop")
-    with pytest.raises(ConfigError, match="bias_scales=-1: must be a positive number"):
-        RunConfig(bias_scales=(1, -1))
+    with pytest.raises(ConfigError, match="bias_scale=-1: must be a positive number"):
+        Grid.make(bias_scale=(1, -1))
+    with pytest.raises(ConfigError, match="runs=0: must be at least 1"):
+        Grid.make(runs=0)
+    with pytest.raises(ConfigError, match="model=resnet50: not defined for the dataset mnist"):
+        Grid.make(model=("fnn", "resnet50"))
+    with pytest.raises(ConfigError, match="seeds=3: not a RunConfig field"):
+        Grid.make(seeds=3)
     config = RunConfig(epochs=3)
     with pytest.raises(ConfigError, match="batch_size=0"):
         config.replace(batch_size=0)
@@ -130,12 +136,16 @@ def test_config_rejects_unknown_keys_and_bad_values_where_it_is_made():
 
 def test_config_json_reads_back_into_the_same_config(tmp_path):
     config = RunConfig(dataset="cifar10", model="cnn", init="zero_uniform", bias_scale=0.5,
-                       bias_scales=("0.5", 2), models=["cnn"], parallel_group=[0, 1],
-                       optimizer="adamw", weight_decay=0.05, versions={"kzero": "x"})
+                       optimizer="adamw", weight_decay=0.05,
+                       provenance=dict(sweep={"bias_scale": [0.5, 2.0], "model": ["cnn"]},
+                                       parallel_group=["a", "b"], versions={"kzero": "x"}))
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config.to_dict()))
     again = RunConfig.read(str(path))
-    assert again == config and again.bias_scales == (0.5, 2.0) and again.models == ("cnn",)
+    assert again == config and again.provenance.sweep == {"bias_scale": (0.5, 2.0),
+                                                          "model": ("cnn",)}
+    # The file holds the run's settings, and where it came from in a block of its own.
+    assert set(json.loads(path.read_text())) == {*config.settings(), "provenance"}
     # A name that only another program registered still reads, when asked to.
     values = {**config.to_dict(), "dataset": "someone_elses", "model": "theirs"}
     assert RunConfig.from_dict(values, check_names=False).dataset == "someone_elses"
@@ -143,30 +153,50 @@ def test_config_json_reads_back_into_the_same_config(tmp_path):
         RunConfig.from_dict(values)
 
 
+def test_every_committed_run_reads_back_into_its_own_directory():
+    """The flat config.json of kzero before 0.6 (grid and provenance fields
+    beside the run's) reads into a run's settings and a provenance block."""
+    import glob
+
+    paths = glob.glob(os.path.join(REPO, "docs", "results", "runs", "*", "*", "seed_*",
+                                   "config.json"))
+    assert len(paths) > 400
+    for path in paths:
+        config = RunConfig.read(path)
+        workdir = os.path.dirname(path)
+        assert config.variant == os.path.basename(os.path.dirname(workdir)), path
+        assert f"seed_{config.seed}" == os.path.basename(workdir), path
+        assert config.provenance.runs >= 1 and config.provenance.command.startswith("python")
+        # The grid it names holds it.
+        assert (config.variant, config.seed) in {
+            (run.variant, run.seed) for run in Grid.of_run(config).expand()}, path
+
+
 def test_expand_makes_one_config_per_run():
-    grid = RunConfig(models=("logreg", "fnn"), inits=("lecun", "zero_normal"),
-                     bias_scales=(0.01, 100), runs=2, seed=7, base_seed=7)
+    grid = Grid.make(model=("logreg", "fnn"), init=("lecun", "zero_normal"),
+                     bias_scale=(0.01, 100), runs=2, seed=7)
     runs = expand(grid)
     assert [(r.variant, r.seed) for r in runs[:6]] == [
         ("logreg_lecun", 7), ("logreg_lecun", 8), ("logreg_zero_normal_x0.01", 7),
         ("logreg_zero_normal_x0.01", 8), ("logreg_zero_normal_x100", 7),
         ("logreg_zero_normal_x100", 8)]
     assert len(runs) == 2 * (1 + 2) * 2
-    assert {r.base_seed for r in runs} == {7} and runs[0].bias_scale is None
+    assert {r.provenance.base_seed for r in runs} == {7} and runs[0].bias_scale is None
+    assert runs[0].provenance.sweep["init"] == ("lecun", "zero_normal")
 
 
 @pytest.mark.once
 def test_an_mlp_grid_has_a_variant_per_depth_and_builds_it():
-    runs = expand(RunConfig(models=("fnn", "mlp"), depths=("4", 16), width=32,
-                            inits=("lecun",), runs=1))
+    runs = expand(Grid.make(model=("fnn", "mlp"), depth=("4", 16), width=32,
+                            init=("lecun",), runs=1))
     assert [(r.variant, r.depth, r.width) for r in runs] == [
         ("fnn_lecun", None, None), ("mlp4x32_lecun", 4, 32), ("mlp16x32_lecun", 16, 32)]
-    assert [r.variant for r in expand(RunConfig(models=("mlp",), inits=("lecun",), runs=1))] == [
+    assert [r.variant for r in expand(Grid.make(model=("mlp",), init=("lecun",), runs=1))] == [
         "mlp2x256_lecun"]
-    runs = expand(RunConfig(inits=("lecun",), learning_rates=("3e-4", 0.003), runs=1))
+    runs = expand(Grid.make(init=("lecun",), learning_rate=("3e-4", 0.003), runs=1))
     assert [(r.variant, r.learning_rate) for r in runs] == [("fnn_lecun_lr0.0003", 3e-4),
                                                           ("fnn_lecun_lr0.003", 3e-3)]
-    runs = expand(RunConfig(inits=("lecun",), precisions=("float32", "mixed_bfloat16"), runs=1))
+    runs = expand(Grid.make(init=("lecun",), precision=("float32", "mixed_bfloat16"), runs=1))
     assert [(r.variant, r.precision, r.protocol_label) for r in runs] == [
         ("fnn_lecun", "float32", "paper_text"),
         ("fnn_lecun_mixed_bfloat16", "mixed_bfloat16", "paper_text + mixed_bfloat16")]
@@ -206,7 +236,7 @@ def test_sgd_trains_the_mnist_fnn_to_90_percent_in_one_epoch(tmp_path, mnist):
 
 @pytest.mark.slow
 def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
-    grid = RunConfig(models=("logreg",), inits=("lecun", "zero"), runs=2, epochs=1,
+    grid = Grid.make(model=("logreg",), init=("lecun", "zero"), runs=2, epochs=1,
                      max_examples=512, output_dir=str(tmp_path), experiment="direct",
                      record_gradients=False)
     runs = run_grid(grid, arrays=mnist, verbose=0)
@@ -214,7 +244,7 @@ def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
                                                    ("logreg_zero", 0), ("logreg_zero", 1)]
     for run in runs:
         workdir = tmp_path / "direct" / run.variant / f"seed_{run.seed}"
-        assert RunConfig.read(str(workdir / "config.json")).replace(
+        assert RunConfig.read(str(workdir / "config.json")).with_provenance(
             backend=None, accelerator=None, host=None, versions=None,
             input_pipeline=None, init_stream=None) == run
         assert len(read_csv(workdir / "metrics.csv")) == 1

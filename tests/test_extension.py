@@ -69,7 +69,8 @@ def test_the_runner_imports_extensions_named_on_its_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     (workdir,) = run_dirs(tmp_path / "blobs_tiny_mlp")
     config = read_json(os.path.join(workdir, "config.json"))
-    assert config["extensions"] == ["blobs_extension"] and config["model"] == "tiny_mlp"
+    assert config["provenance"]["extensions"] == ["blobs_extension"]
+    assert config["model"] == "tiny_mlp"
     missing = subprocess.run([*argv, "--extensions=no_such_module"], capture_output=True,
                              text=True, cwd=REPO, env=env, timeout=300)
     assert missing.returncode == 2

@@ -5,14 +5,14 @@ import os
 import pytest
 
 import kzero.group_size as group_size
-from kzero.config import RunConfig
+from kzero.config import Grid
 from kzero.grid import expand
 from kzero.group_size import CHOICES_FILE, candidate_sizes, choose_group_size
 from kzero.io import read_csv, read_json
 
 
 def family(runs=5, epochs=10):
-    grid = RunConfig(inits=("lecun", "zero_normal"), runs=runs, epochs=epochs)
+    grid = Grid.make(init=("lecun", "zero_normal"), runs=runs, epochs=epochs)
     return expand(grid)
 
 
@@ -95,12 +95,13 @@ def test_an_auto_grid_trains_in_the_groups_it_measured_and_resumes_a_lone_checkp
     from kzero.train import CHECKPOINT, MODEL_FILE, train
 
     monkeypatch.setattr(group_size, "MIN_RUN_STEPS", 0)
-    grid = RunConfig(inits=("lecun", "zero_normal"), runs=2, epochs=2, max_examples=1024,
+    grid = Grid.make(init=("lecun", "zero_normal"), runs=2, epochs=2, max_examples=1024,
                      parallel_runs="auto", output_dir=str(tmp_path / "runs"), experiment="auto",
                      record_gradients=False, record_symmetry=False, record_activations=False)
     variant = tmp_path / "runs" / "auto" / "fnn_zero_normal_x1"
     # zero_normal seed 1 was trained run by run for one epoch, then stopped.
-    lone = grid.replace(init="zero_normal", bias_scale=1.0, seed=1, epochs=1, parallel_runs=1)
+    (lone,) = [run.replace(epochs=1) for run in grid.expand()
+               if (run.init, run.seed) == ("zero_normal", 1)]
     train(lone, str(variant / "seed_1"), mnist, verbose=0)
     os.remove(variant / "seed_1" / "summary.json")
     os.replace(variant / "seed_1" / MODEL_FILE, variant / "seed_1" / CHECKPOINT)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from kzero.config import ConfigError, RunConfig
+from kzero.config import ConfigError, Grid, RunConfig
 from kzero.layers import StableBatchNormalization
 from kzero.models import build_model
 from kzero.pipelines import epoch_order, make_pipelines, split_holdout
@@ -58,7 +58,7 @@ def test_paper_code_trains_the_logistic_baselines_for_the_notebooks_epochs():
 ])
 def test_bad_protocol_values_name_the_field(values, message):
     with pytest.raises(ConfigError, match=message):
-        RunConfig(**values)
+        Grid.make(**values)
 
 
 @pytest.mark.once
@@ -190,11 +190,13 @@ def test_every_pipeline_pads_crops_with_the_fill(cifar10, pipeline):
 def test_the_runner_says_when_the_protocol_sets_the_epochs(tmp_path, mnist, capsys):
     from kzero.grid import run_grid
 
-    grid = RunConfig(protocol="paper_code", models=("logreg",), inits=("lecun",), runs=1,
+    grid = Grid.make(protocol="paper_code", model=("logreg", "fnn"), init=("lecun",), runs=1,
+                     experiment="mnist_logreg",
                      epochs=15, max_examples=8000, holdout=0, output_dir=str(tmp_path),
                      record_gradients=False, record_symmetry=False)
-    (run,) = run_grid(grid, arrays=mnist, verbose=0)
-    assert run.epochs == 10
+    run, other = run_grid(grid, arrays=mnist, verbose=0)
+    # Each model's epochs: what the protocol imposes on the one is not the other's.
+    assert (run.epochs, other.epochs) == (10, 15)
     assert ("kzero: --protocol=paper_code trains logreg on mnist for 10 epochs, not "
             "--epochs=15") in capsys.readouterr().out
     assert len(read_rows(os.path.join(tmp_path, "mnist_logreg", run.variant, "seed_0",

@@ -107,11 +107,11 @@ def test_a_killed_parallel_group_resumes_and_matches_an_uninterrupted_group(tmp_
 @pytest.mark.once
 def test_an_unreadable_group_checkpoint_is_kept_aside_and_the_group_trains_again(
         tmp_path, mnist, capsys):
-    from kzero.config import RunConfig
+    from kzero.config import Grid
     from kzero.grid import run_grid
     from kzero.parallel import GROUP_CHECKPOINT
 
-    grid = RunConfig(inits=("zero_normal",), runs=2, epochs=1, max_examples=2048,
+    grid = Grid.make(init=("zero_normal",), runs=2, epochs=1, max_examples=2048,
                      parallel_runs=2, output_dir=str(tmp_path / "runs"), experiment="faulty",
                      record_gradients=False, record_symmetry=False, record_activations=False)
     run_grid(grid, arrays=mnist, verbose=0)
@@ -249,15 +249,15 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, m
     so in one line, keeps the file as checkpoint.keras.corrupt, trains again
     from epoch 1 and ends as an uninterrupted run; the next run of the grid
     trains too."""
-    from kzero.config import RunConfig
+    from kzero.config import Grid
     from kzero.grid import run_grid
 
-    grid = RunConfig(inits=("zero_normal",), runs=2, epochs=2, max_examples=4096,
+    grid = Grid.make(init=("zero_normal",), runs=2, epochs=2, max_examples=4096,
                      output_dir=str(tmp_path / "runs"), experiment="faulty",
                      record_gradients=False, record_symmetry=False)
     # A real checkpoint after epoch 1: a finished 1-epoch run's model, truncated.
-    train(grid.replace(init="zero_normal", bias_scale=1.0, epochs=1), str(tmp_path / "one"),
-          mnist, verbose=0)
+    first = grid.expand()[0]
+    train(first.replace(epochs=1), str(tmp_path / "one"), mnist, verbose=0)
     workdir = tmp_path / "runs" / "faulty" / "fnn_zero_normal_x1" / "seed_0"
     workdir.mkdir(parents=True)
     whole = (tmp_path / "one" / "model.keras").read_bytes()
@@ -272,19 +272,18 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, m
     for seed in (0, 1):
         summary = read_json(workdir.parent / f"seed_{seed}" / "summary.json")
         assert summary["status"] == "finished" and summary["resumed_from_epoch"] is None
-    _, uninterrupted = train(grid.replace(init="zero_normal", bias_scale=1.0, seed=0),
-                             str(tmp_path / "whole"), mnist, verbose=0)
+    _, uninterrupted = train(first, str(tmp_path / "whole"), mnist, verbose=0)
     assert read_json(workdir / "summary.json")["final_test_accuracy"] == \
         uninterrupted["final_test_accuracy"]
 
 
 def _tiny_grid(tmp_path, **overrides):
-    from kzero.config import RunConfig
+    from kzero.config import Grid
 
-    settings = dict(models=("logreg",), inits=("zero_normal",), runs=3, epochs=2,
+    settings = dict(model=("logreg",), init=("zero_normal",), runs=3, epochs=2,
                     max_examples=256, batch_size=64, output_dir=str(tmp_path / "runs"),
                     experiment="tiny", record_symmetry=False, record_activations=False)
-    return RunConfig(**{**settings, **overrides})
+    return Grid.make(**{**settings, **overrides})
 
 
 # What a crash, a full disk or an edit can leave of each file a finished run holds.

@@ -16,7 +16,6 @@ from absl.testing import flagsaver
 from kzero import run
 from kzero.config import RunConfig
 from kzero.io import read_csv, read_json
-from kzero.protocols import SETTINGS
 from kzero.quiet import has_tensorflow
 from kzero.records import METRICS_COLUMNS
 from kzero.analysis.paper import PAPER
@@ -25,9 +24,11 @@ from kzero.train import train
 from conftest import REPO
 
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
+# A run's config.json: its settings, and its provenance in a block of its own.
 CONFIG_KEYS = {"dataset", "model", "init", "bias_scale", "activation", "seed", "epochs",
-               "backend", "versions", "batch_size", "learning_rate", "runs", "inits",
-               "bias_scales", "data_dir", "output_dir", "experiment", "input_pipeline"}
+               "batch_size", "learning_rate", "data_dir", "provenance"}
+PROVENANCE_KEYS = {"backend", "versions", "runs", "sweep", "experiment", "input_pipeline",
+                   "command", "host", "accelerator", "init_stream", "parallel_group"}
 
 
 def run_cli(*argv):
@@ -77,7 +78,7 @@ def test_there_is_one_flagfile_per_paper_experiment():
         text = open(path).read()
         assert "--batch_size=128" in text
         assert "--runs=5" in text or os.path.basename(path)[:-len(".flags")] in {*CENSUS, *RESIDUAL}
-        assert "--learning_rate=0.001" in text or "--learning_rates=" in text
+        assert "--learning_rate=" in text
     # The report's "Not run" section sends each missing experiment to flags/<experiment>.flags.
     for experiment in {e for e, _ in PAPER}:
         text = open(os.path.join(REPO, "flags", experiment + ".flags")).read()
@@ -94,7 +95,8 @@ def test_the_census_flagfiles_make_their_grids_with_every_step_recorded():
             flags.FLAGS(["kzero.run", flagfile(name)])
             grid = run.config_from_flags()
         assert len(expand(grid)) == runs, name
-        assert grid.max_steps == grid.grad_first_steps == steps and grid.epochs == 1, name
+        base = grid.base
+        assert base.max_steps == base.grad_first_steps == steps and base.epochs == 1, name
         assert grid.experiment_name.startswith("census_")
 
 
@@ -169,9 +171,10 @@ def test_the_beyond_flagfiles_make_their_grids_and_the_deepest_mlp_trains(tmp_pa
 
 def check_run_dir(workdir, epochs, backend=None):
     config = read_json(os.path.join(workdir, "config.json"))
-    assert CONFIG_KEYS <= set(config)
-    assert config["backend"] == (backend or keras.backend.backend())
-    assert config["versions"]["keras"] == keras.__version__
+    provenance = config["provenance"]
+    assert CONFIG_KEYS <= set(config) and PROVENANCE_KEYS <= set(provenance)
+    assert provenance["backend"] == (backend or keras.backend.backend())
+    assert provenance["versions"]["keras"] == keras.__version__
     assert isinstance(config["model"], str) and isinstance(config["init"], str)
     assert workdir.endswith(f"seed_{config['seed']}")
     rows = read_csv(os.path.join(workdir, "metrics.csv"))
@@ -436,9 +439,12 @@ def test_missing_dataset_file_fails_in_one_line(tmp_path):
 
 
 def test_help_and_docs_flags_md_show_every_flag_once_by_purpose():
-    names = [f.name for f in flags.FLAGS.get_flags_for_module(run)]
-    grouped = [name for group in run.FLAG_GROUPS.values() for name in group]
-    assert sorted(grouped) == sorted(names)
+    from kzero.config import flag_fields
+
+    names = [f.name for f in flags.FLAGS.get_flags_for_module(run)
+             if f.name not in run.ALIASES]
+    fields = [field.name for group in flag_fields().values() for _, field in group]
+    assert sorted(fields) == sorted(names) and len(names) >= 40
     # In a fresh interpreter: extensions that other tests import register names
     # that the flags' help would list.
     generated = subprocess.run([sys.executable, "scripts/flags_doc.py"], capture_output=True,
@@ -447,32 +453,44 @@ def test_help_and_docs_flags_md_show_every_flag_once_by_purpose():
     with open(os.path.join(REPO, "docs", "flags.md")) as f:
         assert f.read() == generated.stdout, \
             "docs/flags.md is stale: python scripts/flags_doc.py > docs/flags.md"
-    # No empty default shows as '' (--depth).
-    assert "--depth=none" in run.flags_help() and "''" not in run.flags_help()
+    # No empty default shows as '' (--depth); an older spelling is named beside its flag.
+    help_text = run.flags_help()
+    assert "--depth=none" in help_text and "''" not in help_text
+    assert "--init=lecun,zero_normal,zero_uniform (also --inits)" in help_text
 
 
-def test_every_flag_is_a_config_field_with_the_same_default():
-    from kzero.callbacks import DEFAULT_GRAD_EVERY, DEFAULT_GRAD_FIRST_STEPS
+def grid_of(*argv):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["kzero.run", *argv])
+        return run.config_from_flags()
 
-    defaults = RunConfig()
-    names = [f.name for f in flags.FLAGS.get_flags_for_module(run)]
-    assert len(names) >= 29
-    for name in names:
-        field = run.FIELD_OF_FLAG.get(name, name)
-        default = flags.FLAGS[name].default
-        if field in ("models", "inits", "bias_scales", "depths", "learning_rates", "precisions",
-                     "extensions"):
-            default = tuple(float(v) for v in default) if field in (
-                "bias_scales", "learning_rates") else tuple(default)
-        if field == "parallel_runs":  # a string flag ("1" or "auto"), as the config reads it
-            default = RunConfig(parallel_runs=default).parallel_runs
-        expected = 0 if field == "base_seed" else getattr(defaults, field)
-        if field in SETTINGS:  # None: the protocol's, as the config's field says
-            expected = RunConfig.__dataclass_fields__[field].default
-            assert expected is None and getattr(defaults, field) is not None
-        assert default == expected, name
-    assert (defaults.grad_first_steps, defaults.grad_every) == (DEFAULT_GRAD_FIRST_STEPS,
-                                                                DEFAULT_GRAD_EVERY)
+
+def test_the_older_plural_flag_spellings_make_the_same_grid():
+    from kzero.config import AXES
+    from kzero.grid import expand
+
+    older = grid_of("--inits=lecun,zero_normal", "--bias_scales=0.5,2",
+                    "--learning_rates=3e-4,1e-3", "--precisions=float32,mixed_bfloat16",
+                    "--runs=2")
+    newer = grid_of("--init=lecun,zero_normal", "--bias_scale=0.5,2",
+                    "--learning_rate=3e-4,1e-3", "--precision=float32,mixed_bfloat16",
+                    "--runs=2")
+    assert older.axes == newer.axes == {
+        "model": ("fnn",), "init": ("lecun", "zero_normal"), "bias_scale": (0.5, 2.0),
+        "learning_rate": (3e-4, 1e-3), "precision": ("float32", "mixed_bfloat16")}
+    assert [(r.variant, r.seed) for r in expand(older)] == [
+        (r.variant, r.seed) for r in expand(newer)]
+    assert len(expand(newer)) == (1 + 2) * 2 * 2 * 2
+    # A setting's flag default is its field's: the flags hold no defaults of their own.
+    def shared(config):
+        return {name: value for name, value in config.settings().items() if name not in AXES}
+
+    assert shared(grid_of().base) == shared(RunConfig())
+    assert grid_of().axes == {"model": ("fnn",), "init": ("lecun", "zero_normal",
+                                                          "zero_uniform"),
+                              "bias_scale": (1.0,), "learning_rate": (1e-3,),
+                              "precision": ("float32",)}
 
 
 BLOCK_TENSORFLOW = '''
@@ -515,8 +533,9 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
     assert result.returncode == 0, result.stdout + result.stderr
     (workdir,) = run_dirs(tmp_path / "out" / "cifar10_cnn")
     config, _ = check_run_dir(workdir, epochs=2, backend=backend)
-    assert config["pipeline"] == "auto" and config["input_pipeline"] == "numpy"
-    assert "tensorflow" not in config["versions"] and "kzero" in config["versions"]
+    assert config["pipeline"] == "auto" and config["provenance"]["input_pipeline"] == "numpy"
+    assert "tensorflow" not in config["provenance"]["versions"]
+    assert "kzero" in config["provenance"]["versions"]
     rows = read_csv(os.path.join(workdir, "gradients.csv"))
     assert {r["layer"] for r in rows} >= {"conv1", "bn1", "logits"}
     blocked = subprocess.run([sys.executable, "-m", "kzero.run", "--pipeline=tf"],
@@ -534,8 +553,9 @@ def test_a_tensorflow_free_install_trains(tmp_path, data_dir, capsys):
             f"--output_dir={tmp_path / 'out'}")
     (workdir,) = run_dirs(tmp_path / "out" / "cifar10_cnn")
     config, _ = check_run_dir(workdir, epochs=2)
-    assert config["pipeline"] == "auto" and config["input_pipeline"] == "numpy"
-    assert "tensorflow" not in config["versions"] and "kzero" in config["versions"]
+    assert config["pipeline"] == "auto" and config["provenance"]["input_pipeline"] == "numpy"
+    assert "tensorflow" not in config["provenance"]["versions"]
+    assert "kzero" in config["provenance"]["versions"]
     rows = read_csv(os.path.join(workdir, "gradients.csv"))
     assert {r["layer"] for r in rows} >= {"conv1", "bn1", "logits"}
     code, _, err = run_cli_exit(capsys, "--pipeline=tf")
@@ -694,7 +714,8 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
                         [float(r[column]) for r in rows[1]], [float(r[column]) for r in rows[0]],
                         rtol=1e-5, atol=1e-9, err_msg=f"{name} {column}")
         config = read_json(together / "config.json")
-        assert config["parallel_group"] == group and config["input_pipeline"] == "device"
+        assert config["provenance"]["parallel_group"] == group
+        assert config["provenance"]["input_pipeline"] == "device"
         summary = read_json(together / "summary.json")
         assert summary["status"] == "finished" and summary["parallel_runs"] == len(group)
         assert summary["awakening_step"] == read_json(alone / "summary.json")["awakening_step"] \

@@ -120,7 +120,9 @@ def test_grid_bench_counts_the_arithmetic_and_times_both_ways(data_dir):
 
 @pytest.mark.once
 def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
-    env = {**os.environ, "KZERO_DATA_DIR": data_dir}
+    # The script calls `python`: this interpreter's, whether or not its bin/ is on PATH.
+    env = {**os.environ, "KZERO_DATA_DIR": data_dir,
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
     result = subprocess.run(["bash", "scripts/gpu_agenda.sh", "--smoke", str(tmp_path)],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr

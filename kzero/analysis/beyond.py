@@ -86,7 +86,7 @@ def _bias_scale(runs_by_variant, out):
                            "norm1": mean_of_finite(norm1), "norm_max": mean_of_finite(norm_max),
                            "curves": [run.accuracy for run in healthy]}
         m = measured[scale]
-        table.append(f"| {scale:g} | {len(runs)}/{runs[0].config.runs} | "
+        table.append(f"| {scale:g} | {len(runs)}/{runs[0].provenance.runs} | "
                      f"{interval_of(m['accuracy'])} | "
                      f"{mean_of_finite(falls):.4f} | {len(unstable)} of {len(runs)} | "
                      f"{m['saturated']:.3f} | {m['logit_first']:.3g} | {m['logit_last']:.3g} | "
@@ -230,7 +230,7 @@ def _depth(runs_by_variant, out):
             never = reached.count(None)
             mean_reached = mean_of_finite(reached)
             reached_text = f"{mean_reached:.1f}" if math.isfinite(mean_reached) else "-"
-            table.append(f"| {depth} | {init} | {len(runs)}/{runs[0].config.runs} | "
+            table.append(f"| {depth} | {init} | {len(runs)}/{runs[0].provenance.runs} | "
                          f"{interval_of(measured[(depth, init)]['accuracy'])} | "
                          f"{reached_text}; {never} | {woke_text} | {depth + 1} |")
     lines = ["### Awakening and depth (`beyond_depth`)", "",

@@ -67,7 +67,7 @@ def census_rows(runs_by_key):
             check = run.summary.get("init_check") or {}
             fraction = _fraction_with_gradient(gradients)
             stage_names = list(dict.fromkeys(row["stage"] for row in stages))
-            key = (run.config.model, _variant_of(run), run.config.backend)
+            key = (run.config.model, _variant_of(run), run.provenance.backend)
             found.setdefault(key, []).append({
                 "steps": _steps(run),
                 "kernels": len(awakening),

@@ -23,8 +23,7 @@ import sys
 
 from kzero.analysis.paper import FIGURES, PAPER, READING_PRECISION
 from kzero.analysis.stats import confidence_interval, format_interval
-from kzero.config import RunConfig
-from kzero.grid import expand
+from kzero.config import Grid, RunConfig
 from kzero.io import read_json, write_atomic, write_csv
 from kzero.records import DamagedFile, check_run_files, diverged_epoch, read_rows
 
@@ -52,6 +51,7 @@ class Run:
     def __init__(self, workdir):
         self.workdir = workdir
         self.config = RunConfig.read(os.path.join(workdir, "config.json"), check_names=False)
+        self.provenance = self.config.provenance
         summary_path = os.path.join(workdir, "summary.json")
         self.summary = read_json(summary_path) if os.path.exists(summary_path) else None
         self.rows = [{**row, **{k: float(row[k]) for k in ("loss", "test_loss", "test_accuracy")}}
@@ -65,9 +65,10 @@ class Run:
         epoch the first epoch's order. 0.1 did not record which pipeline ran:
         `auto` chose NumPy where TensorFlow was missing, which for 0.1's runs
         meant the GPU machines (accelerator other than "cpu")."""
-        if "kzero" in (self.config.versions or {}):
+        if "kzero" in (self.config.provenance.versions or {}):
             return False
-        return self.config.pipeline == "numpy" or (self.config.accelerator or "cpu") != "cpu"
+        return self.config.pipeline == "numpy" or (
+            self.config.provenance.accelerator or "cpu") != "cpu"
 
     @property
     def finished(self):
@@ -111,8 +112,8 @@ def aggregate(runs):
         rows.append({"epoch": epoch, "n": len(values), "mean": mean,
                      "ci_low": mean - half, "ci_high": mean + half})
     seeds = {run.config.seed for run in runs}
-    planned_runs = runs[0].config.runs
-    base_seed = runs[0].config.base_seed
+    planned_runs = runs[0].config.provenance.runs or len(seeds)
+    base_seed = runs[0].config.provenance.base_seed
     base_seed = min(seeds) if base_seed is None else base_seed
     expected = set(range(base_seed, base_seed + planned_runs))
     return {
@@ -125,8 +126,8 @@ def aggregate(runs):
         "unfinished": sorted(run.config.seed for run in runs
                              if not run.finished and run.diverged_epoch is None),
         "dataset": runs[0].config.dataset,
-        "setups": sorted({(run.config.backend, run.config.accelerator or "?",
-                           run.config.host or "?", run.config.command or "?")
+        "setups": sorted({(run.provenance.backend, run.provenance.accelerator or "?",
+                           run.provenance.host or "?", run.provenance.command or "?")
                           for run in runs}, key=lambda setup: tuple(map(str, setup))),
         "wall_seconds": _wall_seconds(runs),
         "timed_runs": sum(1 for run in runs if (run.summary or {}).get("wall_seconds")),
@@ -135,7 +136,8 @@ def aggregate(runs):
         "base_variant": _base_variant(runs[0]),
         "protocol": runs[0].config.protocol_label,
         "expected_epochs": _expected_epochs(runs[0]),
-        "backend_init": sorted(run.config.seed for run in runs if not run.config.init_stream),
+        "backend_init": sorted(run.config.seed for run in runs
+                               if not run.provenance.init_stream),
         "at_chance": sorted(run.config.seed for run in runs if run.diverged_epoch is None
                             and _at_chance(run)),
     }
@@ -183,7 +185,11 @@ def never_started(runs_by_key):
     planned, found = {}, set(runs_by_key)
     for (experiment, _), runs in runs_by_key.items():
         for run in runs:
-            for config in expand(run.config):
+            try:
+                grid = Grid.of_run(run.config, check_names=False).expand()
+            except ValueError:  # a model or scheme that this process does not know
+                grid = []
+            for config in grid:
                 planned.setdefault((experiment, config.variant), set()).add(config.seed)
     missing = {}
     for (experiment, variant), seeds in sorted(planned.items()):
@@ -199,7 +205,7 @@ def _wall_seconds(runs):
     over them."""
     total = 0.0
     for run in runs:
-        share = len(run.config.parallel_group or ()) or 1
+        share = len(run.provenance.parallel_group or ()) or 1
         total += ((run.summary or {}).get("wall_seconds") or 0) / share
     return total
 
