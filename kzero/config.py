@@ -473,7 +473,9 @@ class Grid:
                                   f"{_names(AXES)}")
             values = (values,) if isinstance(values, (str, int, float)) else tuple(values)
             if not values:
-                continue
+                if getattr(RunConfig, field) is None:  # none given: the model's or scheme's own
+                    continue
+                raise ConfigError(field, "", f"is empty; {_valid_values(field)}")
             axes[field] = tuple(_coerce(field, v) for v in values)
         object.__setattr__(self, "axes", axes)
         unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(RunConfig)})
@@ -668,6 +670,14 @@ _CHECK_NAMES = contextvars.ContextVar("check_names", default=True)
 
 def _names(values):
     return ", ".join(values)
+
+
+def _valid_values(field):
+    from kzero.initializers import SCHEMES
+    from kzero.models import MODELS
+
+    names = {"model": MODELS, "init": SCHEMES, "precision": PRECISIONS}.get(field)
+    return f"choose from {_names(names)}" if names else "give one or more positive numbers"
 
 
 def _dataset_names():

@@ -114,7 +114,7 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
     if arrays is None:
         arrays = load_dataset(grid.get("dataset"), grid.get("data_dir"))
     root = os.path.join(grid.output_dir, grid.experiment_name)
-    _say(f"kzero: {len(runs)} runs of {grid.experiment_name}"
+    _say(f"kzero: {len(runs)} run{'' if len(runs) == 1 else 's'} of {grid.experiment_name}"
          f"{f' (shard {grid.shard})' if grid.shard else ''} -> {root}")
     asked = grid.get("epochs")
     for model, epochs in sorted({(run.model, run.epochs) for run in runs

@@ -18,7 +18,7 @@ from conftest import REPO
 from test_reliability import receive_sigint_as_from_a_terminal
 
 # Every line a run may print: kzero's own, and Keras' per-epoch progress.
-ALLOWED = [r"kzero: \d+ runs of \S+ -> \S+",
+ALLOWED = [r"kzero: \d+ runs? of \S+ -> \S+",
            r"\[\d+/\d+\] \S+/seed_\d+: (training|resuming after epoch \d+ of \d+)",
            r"\[\d+/\d+\] \S+/seed_\d+: finished after \d+ epochs, test accuracy \d\.\d{4} "
            r"in [\d.]+ s",

@@ -376,6 +376,9 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--distribution=model_parallel"], "--distribution=model_parallel: not valid; choose from"),
     (["--max_steps=5", "--epochs=3"], "--max_steps=5: trains part of one epoch; use --epochs=1"),
     (["--bn_epsilon=0"], "--bn_epsilon=0: must be a positive number"),
+    (["--model="], "--model=: is empty; choose from logreg, fnn, cnn"),
+    (["--inits="], "--inits=: is empty; choose from lecun, zero"),
+    (["--learning_rate="], "--learning_rate=: is empty; give one or more positive numbers"),
     (["--inits=zero_normal_bm"], "--inits=zero_normal_bm: not valid; choose from lecun, zero, "
                                  "zero_normal, zero_normal_bn"),
 ])
