@@ -495,8 +495,9 @@ class Grid:
                 _integer(name, self.settings[name], minimum=1)
         base = self.base
         for field, values in axes.items():  # each value, validated once
-            for value in values[1:] if field != "depth" else ():
-                base.replace(**{field: value})
+            if field != "depth":  # a depth is checked against its model in expand
+                for value in values[1:]:
+                    base.replace(**{field: value})
         if base.holdout and self.groups_asked:
             raise ConfigError("parallel_runs", self.parallel_runs,
                               f"a parallel group does not evaluate a hold-out (holdout="
@@ -552,8 +553,9 @@ class Grid:
         """The values the grid's runs take for `field`."""
         if field in self.axes:
             return self.axes[field]
-        return (self.settings.get(field, getattr(RunConfig, field, None)
-                                  if field != "bias_scale" else 1.0),)
+        # The schemes with random biases draw them at scale 1 where a grid gives none.
+        default = 1.0 if field == "bias_scale" else getattr(RunConfig, field, None)
+        return (self.settings.get(field, default),)
 
     @property
     def base(self):
@@ -610,6 +612,7 @@ class Grid:
                 for values in combos for k in range(self.runs)]
 
     def replace(self, **changes):
+        """A copy with `changes`, validated like a new grid."""
         return dataclasses.replace(self, **changes)
 
 
