@@ -191,16 +191,102 @@ def _bottleneck(f, x, planes, strides, name):
     return f.act(out, f"{name}_out")
 
 
+# ResNet-50's stages: (planes, bottleneck blocks, stride of the first).
+RESNET50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
+
+
+def _resnet50_stages(f, x, block):
+    for stage, (planes, blocks, strides) in enumerate(RESNET50_STAGES, start=1):
+        for index in range(blocks):
+            x = block(f, x, planes, strides if index == 0 else 1,
+                      f"stage{stage}_block{index + 1}")
+    return x
+
+
 def _resnet50(f, x, num_classes):
     x = f.conv(x, 64, 3, "stem_conv", activate=False)
     x = f.batch_norm(x, "stem_bn")
     x = f.act(x, "stem_act")
-    for stage, (planes, blocks, strides) in enumerate(
-        [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1
-    ):
-        for block in range(blocks):
-            x = _bottleneck(f, x, planes, strides if block == 0 else 1,
-                            f"stage{stage}_block{block + 1}")
+    x = _resnet50_stages(f, x, _bottleneck)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    return f.dense(x, num_classes, "logits", activate=False)
+
+
+def _fixup_bottleneck(f, x, planes, strides, name):
+    """hongyi-zhang/Fixup's `FixupBottleneck` (imagenet/models/
+    fixup_resnet_imagenet.py), layer for layer: bias-free convs, no batch norm,
+    a scalar bias before each conv and activation and after the multiplier,
+    the stride on the 3x3 conv, and a bias-free 1x1 conv shortcut of
+    `x + bias1a` where the shape changes. Its rule: conv1 and conv2
+    `FixupNormal` with m = 3 (L^(-1/4)), conv3 zero, the shortcut He's normal
+    over the fan-out."""
+    num_branches = sum(blocks for _, blocks, _ in RESNET50_STAGES)
+
+    def branch_normal(layer):
+        return FixupNormal(num_branches, branch_layers=3, seed=f.layer_seed(layer))
+
+    shifted = ScalarBias(name=f"{name}_bias1a")(x)
+    out = f.conv(shifted, planes, 1, f"{name}_conv1", activate=False, use_bias=False,
+                 kernel_initializer=branch_normal(f"{name}_conv1"))
+    out = ScalarBias(name=f"{name}_bias1b")(out)
+    out = f.act(out, f"{name}_act1")
+    out = ScalarBias(name=f"{name}_bias2a")(out)
+    out = f.conv(out, planes, 3, f"{name}_conv2", strides=strides, activate=False,
+                 use_bias=False, kernel_initializer=branch_normal(f"{name}_conv2"))
+    out = ScalarBias(name=f"{name}_bias2b")(out)
+    out = f.act(out, f"{name}_act2")
+    out = ScalarBias(name=f"{name}_bias3a")(out)
+    out = f.conv(out, 4 * planes, 1, f"{name}_conv3", activate=False, use_bias=False,
+                 kernel_initializer=keras.initializers.Zeros())
+    out = ScalarScale(1.0, name=f"{name}_scale")(out)
+    out = ScalarBias(name=f"{name}_bias3b")(out)
+    shortcut = x
+    if strides != 1 or x.shape[-1] != 4 * planes:
+        # One branch of one layer: He's normal over the fan-out, unscaled.
+        shortcut = f.conv(shifted, 4 * planes, 1, f"{name}_downsample", strides=strides,
+                          activate=False, use_bias=False, kernel_initializer=FixupNormal(
+                              1, seed=f.layer_seed(f"{name}_downsample")))
+    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
+    return f.act(out, f"{name}_out")
+
+
+def _resnet50_fixup(f, x, num_classes):
+    """Fixup's ResNet-50 (`fixup_resnet50`) on CIFAR-10's stem, as kzero's
+    `resnet50` has it (a 3x3 conv, no max pool, where ImageNet's is a 7x7
+    stride-2 conv and a max pool): a bias-free stem conv and a scalar bias,
+    the blocks of `_fixup_bottleneck`, a scalar bias before the classifier,
+    and the classifier zero. The scheme gives only the stem's kernel."""
+    x = f.conv(x, 64, 3, "stem_conv", activate=False, use_bias=False)
+    x = ScalarBias(name="stem_bias")(x)
+    x = f.act(x, "stem_act")
+    x = _resnet50_stages(f, x, _fixup_bottleneck)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    x = ScalarBias(name="avgpool_bias")(x)
+    return f.dense(x, num_classes, "logits", activate=False,
+                   kernel_initializer=keras.initializers.Zeros())
+
+
+def _skipinit_bottleneck(f, x, planes, strides, name):
+    """SkipInit / ReZero on `_bottleneck`: its batch norms gone, its branch
+    times a learnable alpha that starts at 0."""
+    out = f.conv(x, planes, 1, f"{name}_conv1")
+    out = f.conv(out, planes, 3, f"{name}_conv2", strides=strides)
+    out = f.conv(out, 4 * planes, 1, f"{name}_conv3", activate=False)
+    out = ScalarScale(0.0, name=f"{name}_alpha")(out)
+    shortcut = x
+    if strides != 1 or x.shape[-1] != 4 * planes:
+        shortcut = f.conv(x, 4 * planes, 1, f"{name}_shortcut_conv", strides=strides,
+                          activate=False)
+    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
+    return f.act(out, f"{name}_out")
+
+
+def _resnet50_skipinit(f, x, num_classes):
+    """ResNet-50 without batch norm, each branch behind SkipInit's alpha
+    (`_skipinit_bottleneck`); the scheme gives every conv and the classifier."""
+    x = f.conv(x, 64, 3, "stem_conv", activate=False)
+    x = f.act(x, "stem_act")
+    x = _resnet50_stages(f, x, _skipinit_bottleneck)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     return f.dense(x, num_classes, "logits", activate=False)
 
@@ -393,6 +479,17 @@ register_model(ModelSpec("resnet20_skipinit", _resnet20_skipinit, "ResNet-20 wit
                          "norm, each residual branch times a learnable alpha that starts at 0 "
                          "(SkipInit / ReZero)", normalize=True, augment=True, channels=3,
                          stages=_RESNET20_STAGE_OUTPUTS))
+_RESNET50_STAGE_OUTPUTS = ("stem_act", "stage1_block3_out", "stage2_block4_out",
+                           "stage3_block6_out", "stage4_block3_out")
+register_model(ModelSpec("resnet50_fixup", _resnet50_fixup, "ResNet-50 as Fixup builds it "
+                         "(Zhang et al. 2019) on the CIFAR stem: no batch norm, scalar biases "
+                         "and multipliers, branch convs by Fixup's rule; the scheme sets the stem",
+                         normalize=True, augment=True, channels=3,
+                         stages=_RESNET50_STAGE_OUTPUTS))
+register_model(ModelSpec("resnet50_skipinit", _resnet50_skipinit, "ResNet-50 without batch "
+                         "norm, each residual branch times a learnable alpha that starts at 0 "
+                         "(SkipInit / ReZero)", normalize=True, augment=True, channels=3,
+                         stages=_RESNET50_STAGE_OUTPUTS))
 register_model(ModelSpec("mlp", _mlp, "`depth` hidden dense layers of `width` units (--depth, "
                          "--width), for studies beyond the paper",
                          options={"depth": 2, "width": 256}))

@@ -32,7 +32,7 @@ def _kzero_name(reference_name):
     parts = reference_name.split(".")
     if parts[0].startswith("layer"):
         block = f"stage{parts[0][len('layer'):]}_block{int(parts[1]) + 1}"
-        if parts[2].startswith("conv"):
+        if parts[2].startswith("conv") or parts[2] == "downsample":
             return f"{block}_{parts[2]}", "kernel"
         return f"{block}_{parts[2]}", "scale" if parts[2] == "scale" else "bias"
     return {"conv1.weight": ("stem_conv", "kernel"), "bias1": ("stem_bias", "bias"),
@@ -104,6 +104,73 @@ def test_fixup_initial_weights_follow_the_reference_rule():
             np.testing.assert_array_equal(ours, values, err_msg=name)
 
 
+def _reference_fixup_imagenet():
+    torch = pytest.importorskip("torch")
+    from reference import fixup_resnet_imagenet
+
+    torch.manual_seed(0)
+    return torch, fixup_resnet_imagenet
+
+
+def test_fixup_bottleneck_is_the_references_block():
+    """Fixup's bottleneck with a downsampling shortcut: the same parameters,
+    and with the reference's weights copied in, the same function."""
+    from kzero.models import LayerFactory, _fixup_bottleneck
+
+    torch, reference = _reference_fixup_imagenet()
+    block = reference.FixupBottleneck(256, 128, 2, reference.conv1x1(256, 512, 2))
+    inputs = keras.Input((8, 8, 256))
+    ours = keras.Model(inputs, _fixup_bottleneck(LayerFactory("lecun", 1.0, "relu", 0),
+                                                 inputs, 128, 2, "b"))
+    named = dict(block.named_parameters())
+    assert len(named) == len(ours.trainable_variables) == 11  # 4 convs, 6 biases, the scale
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in named.items():
+            parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+            layer = ours.get_layer(f"b_{name.split('.')[0]}")
+            weight = layer.kernel if name.endswith("weight") else (
+                layer.scale if name == "scale" else layer.bias)
+            weight.assign(_to_keras_layout(parameter.numpy()))
+    images = np.random.default_rng(2).standard_normal((2, 8, 8, 256)).astype(np.float32)
+    with torch.no_grad():
+        expected = block(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(_numpy(ours(images)), expected.transpose(0, 2, 3, 1),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_fixup_resnet50_has_the_references_parameters_and_initial_weights():
+    """Every parameter of the reference's `fixup_resnet50` but its ImageNet
+    stem, one for one and of the same shape, set by the same rule: conv3 of
+    each branch, the classifier and every scalar exactly; conv1 and conv2
+    drawn with the reference's standard deviation (L = 16 branches of m = 3:
+    L^(-1/4)), the shortcut with He's over the fan-out."""
+    _, reference = _reference_fixup_imagenet()
+    reference = reference.fixup_resnet50(num_classes=10)
+    model = build_model(model="resnet50_fixup", init="lecun", seed=0, **CIFAR)
+    named = dict(reference.named_parameters())
+    # 16 blocks of 3 convs, 6 scalar biases and a multiplier; 4 shortcuts; the stem
+    # conv and its bias, the bias before the classifier, the classifier.
+    assert len(named) == len(model.trainable_variables) == 16 * 10 + 4 + 5
+    for name, parameter in named.items():
+        values = _to_keras_layout(parameter.detach().numpy())
+        ours = _numpy(_kzero_weight(model, name))
+        if name == "conv1.weight":  # ImageNet's 7x7 stem; kzero's is CIFAR's 3x3
+            assert (ours.shape, values.shape) == ((3, 3, 3, 64), (7, 7, 3, 64))
+            continue
+        assert ours.shape == values.shape, name
+        shape = parameter.shape
+        he = np.sqrt(2 / (shape[0] * np.prod(shape[2:])))
+        if name.endswith(("conv1.weight", "conv2.weight", "downsample.weight")):
+            factor = 1.0 if "downsample" in name else reference.num_layers ** (-0.25)
+            layer = model.get_layer(_kzero_name(name)[0])
+            assert math.isclose(layer.kernel_initializer.stddev_for(ours.shape), he * factor,
+                                rel_tol=1e-12), name
+            assert np.std(ours) == pytest.approx(np.std(values), rel=0.08), name
+        else:
+            np.testing.assert_array_equal(ours, values, err_msg=name)
+
+
 def test_fixup_normal_is_a_keras_initializer_for_a_users_model():
     initializer = FixupNormal(num_branches=16, branch_layers=3, seed=4)
     restored = keras.initializers.deserialize(keras.initializers.serialize(initializer))
@@ -142,6 +209,18 @@ def test_skipinit_alpha_makes_each_block_start_as_its_shortcut():
     assert not [layer for layer in model.layers if "bn" in layer.name]
     alphas = [layer for layer in model.layers if isinstance(layer, ScalarScale)]
     assert len(alphas) == 9 and all(_numpy(layer.scale)[0] == 0 for layer in alphas)
+    # And ResNet-50's bottlenecks, on a small image: 16 alphas at 0, no batch norm.
+    model = build_model(model="resnet50_skipinit", init="lecun", seed=0,
+                        input_shape=(8, 8, 3), num_classes=10)
+    probe = keras.Model(model.input, [model.get_layer("stage3_block2_out").output,
+                                      model.get_layer("stage3_block3_out").output])
+    first, second = (_numpy(t) for t in probe(np.random.default_rng(4).standard_normal(
+        (2, 8, 8, 3)).astype(np.float32)))
+    np.testing.assert_allclose(second, _numpy(keras.activations.elu(first)), rtol=1e-6,
+                               atol=1e-7)
+    assert not [layer for layer in model.layers if "bn" in layer.name]
+    alphas = [layer for layer in model.layers if isinstance(layer, ScalarScale)]
+    assert len(alphas) == 16 and all(_numpy(layer.scale)[0] == 0 for layer in alphas)
 
 
 def test_alpha_and_the_scalar_biases_get_a_gradient_at_step_one():

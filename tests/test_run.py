@@ -64,6 +64,9 @@ CENSUS = {"census_cnn": (4 * 3, 30), "census_cnn_backends": (3, 30),
 # The residual grids this CPU trains to the end (docs/results): variants x 3 seeds.
 RESIDUAL = {"cifar_resnet20": 5 * 3, "family_resnet20": 2 * 3}
 
+# The family's members that change the architecture, on ResNet-50, for a GPU.
+FAMILY_GPU = {"family_resnet50": 2 * 5}
+
 # The zero-init family on the FNN: 5 schemes x 5 seeds.
 FAMILY = {"family_mnist_fnn": 5 * 5}
 
@@ -73,7 +76,7 @@ def test_there_is_one_flagfile_per_paper_experiment():
     assert names == {"mnist_logreg", "mnist_fnn", "mnist_fnn_scaled", "mnist_cnn",
                      "mnist_cnn_scaled", "mnist_cnn_precision", "mnist_zero", "cifar_logreg", "cifar_fnn",
                      "cifar_cnn", "cifar_zero", "cifar_resnet50", "cifar_resnet50_paper_code",
-                     *BEYOND, *CENSUS, *RESIDUAL, *FAMILY}
+                     *BEYOND, *CENSUS, *RESIDUAL, *FAMILY, *FAMILY_GPU}
     for path in FLAGFILES:
         text = open(path).read()
         assert "--batch_size=128" in text
@@ -118,7 +121,7 @@ def test_every_flagfile_makes_a_runnable_grid_of_its_runs(tmp_path):
         check_runnable(grid)
         runs = expand(grid)
         expected = (BEYOND.get(name) or CENSUS.get(name, (None,))[0] or RESIDUAL.get(name)
-                    or FAMILY.get(name)
+                    or FAMILY.get(name) or FAMILY_GPU.get(name)
                     or PAPER_VARIANTS.get(name, 3) * 5)
         assert len(runs) == expected, name
         # Each run's config is whole: its JSON reads back into the same JSON.

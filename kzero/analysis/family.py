@@ -31,6 +31,8 @@ METHODS = {
     "zero_hadamard": "ZerO (Zhao et al.)",
     ("resnet20_fixup", "lecun"): "Fixup (Zhang et al.)",
     ("resnet20_skipinit", "lecun"): "SkipInit / ReZero (De & Smith; Bachlechner et al.)",
+    ("resnet50_fixup", "lecun"): "Fixup (Zhang et al.)",
+    ("resnet50_skipinit", "lecun"): "SkipInit / ReZero (De & Smith; Bachlechner et al.)",
 }
 
 
