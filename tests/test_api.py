@@ -294,3 +294,17 @@ def test_kzeros_batch_norm_has_its_own_name_and_saved_runs_still_load(tmp_path):
     assert isinstance(loaded.layers[0], kzero.StableBatchNormalization)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.layers[0].gamma),
                                   [1.0, 2.0, 3.0, 4.0])
+
+
+def test_docs_grid_snippet_makes_the_grid_it_prints(capsys):
+    """docs/library.md's Grid block, as printed there."""
+    text = open(os.path.join(REPO, "docs", "library.md")).read()
+    snippet = re.search(r"## The typed config.*?```python\n(.*?)```", text, re.S).group(1)
+    scope = {"kzero": kzero}
+    exec(snippet, scope)
+    runs = scope["grid"].expand()
+    assert [(run.variant, run.seed) for run in runs[::3]] == [
+        ("fnn_lecun", 0), ("fnn_zero_normal_x0.01", 0), ("fnn_zero_normal_x1", 0)]
+    assert len(runs) == 9 and {run.epochs for run in runs} == {2}
+    assert capsys.readouterr().out.strip() == \
+        "['fnn_lecun', 'fnn_zero_normal_x0.01', 'fnn_zero_normal_x1']"
