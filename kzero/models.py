@@ -256,10 +256,17 @@ def _resnet50_fixup(f, x, num_classes):
     stride-2 conv and a max pool): a bias-free stem conv and a scalar bias,
     the blocks of `_fixup_bottleneck`, a scalar bias before the classifier,
     and the classifier zero. The scheme gives only the stem's kernel."""
-    x = f.conv(x, 64, 3, "stem_conv", activate=False, use_bias=False)
+    return _fixup_network(f, x, num_classes, 64, _resnet50_stages, _fixup_bottleneck)
+
+
+def _fixup_network(f, x, num_classes, stem_filters, stages, block):
+    """Fixup's network around its blocks: a bias-free stem conv and a scalar
+    bias, `stages` of `block`, a scalar bias before the classifier, and the
+    classifier zero."""
+    x = f.conv(x, stem_filters, 3, "stem_conv", activate=False, use_bias=False)
     x = ScalarBias(name="stem_bias")(x)
     x = f.act(x, "stem_act")
-    x = _resnet50_stages(f, x, _fixup_bottleneck)
+    x = stages(f, x, block)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = ScalarBias(name="avgpool_bias")(x)
     return f.dense(x, num_classes, "logits", activate=False,
@@ -272,21 +279,32 @@ def _skipinit_bottleneck(f, x, planes, strides, name):
     out = f.conv(x, planes, 1, f"{name}_conv1")
     out = f.conv(out, planes, 3, f"{name}_conv2", strides=strides)
     out = f.conv(out, 4 * planes, 1, f"{name}_conv3", activate=False)
-    out = ScalarScale(0.0, name=f"{name}_alpha")(out)
+    return _alpha_residual(f, x, out, strides, name)
+
+
+def _alpha_residual(f, x, branch, strides, name):
+    """SkipInit's end of a block: the branch times alpha (0 at first), plus
+    the shortcut (a 1x1 conv where the shape changes), activated."""
+    branch = ScalarScale(0.0, name=f"{name}_alpha")(branch)
     shortcut = x
-    if strides != 1 or x.shape[-1] != 4 * planes:
-        shortcut = f.conv(x, 4 * planes, 1, f"{name}_shortcut_conv", strides=strides,
+    if strides != 1 or x.shape[-1] != branch.shape[-1]:
+        shortcut = f.conv(x, branch.shape[-1], 1, f"{name}_shortcut_conv", strides=strides,
                           activate=False)
-    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
+    out = keras.layers.Add(name=f"{name}_add")([branch, shortcut])
     return f.act(out, f"{name}_out")
 
 
 def _resnet50_skipinit(f, x, num_classes):
     """ResNet-50 without batch norm, each branch behind SkipInit's alpha
     (`_skipinit_bottleneck`); the scheme gives every conv and the classifier."""
-    x = f.conv(x, 64, 3, "stem_conv", activate=False)
+    return _skipinit_network(f, x, num_classes, 64, _resnet50_stages, _skipinit_bottleneck)
+
+
+def _skipinit_network(f, x, num_classes, stem_filters, stages, block):
+    """A stem conv without batch norm, `stages` of `block`, the classifier."""
+    x = f.conv(x, stem_filters, 3, "stem_conv", activate=False)
     x = f.act(x, "stem_act")
-    x = _resnet50_stages(f, x, _skipinit_bottleneck)
+    x = stages(f, x, block)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     return f.dense(x, num_classes, "logits", activate=False)
 
@@ -364,14 +382,7 @@ def _resnet20_fixup(f, x, num_classes):
     a scalar bias, the blocks of `_fixup_block`, a scalar bias before the
     classifier, and the classifier zero. The scheme gives only the stem's
     kernel (the reference leaves it at PyTorch's default: `lecun`)."""
-    x = f.conv(x, 16, 3, "stem_conv", activate=False, use_bias=False)
-    x = ScalarBias(name="stem_bias")(x)
-    x = f.act(x, "stem_act")
-    x = _resnet20_stages(f, x, _fixup_block)
-    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    x = ScalarBias(name="avgpool_bias")(x)
-    return f.dense(x, num_classes, "logits", activate=False,
-                   kernel_initializer=keras.initializers.Zeros())
+    return _fixup_network(f, x, num_classes, 16, _resnet20_stages, _fixup_block)
 
 
 def _skipinit_block(f, x, planes, strides, name):
@@ -381,23 +392,13 @@ def _skipinit_block(f, x, planes, strides, name):
     its shortcut."""
     out = f.conv(x, planes, 3, f"{name}_conv1", strides=strides)
     out = f.conv(out, planes, 3, f"{name}_conv2", activate=False)
-    out = ScalarScale(0.0, name=f"{name}_alpha")(out)
-    shortcut = x
-    if strides != 1 or x.shape[-1] != planes:
-        shortcut = f.conv(x, planes, 1, f"{name}_shortcut_conv", strides=strides,
-                          activate=False)
-    out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
-    return f.act(out, f"{name}_out")
+    return _alpha_residual(f, x, out, strides, name)
 
 
 def _resnet20_skipinit(f, x, num_classes):
     """ResNet-20 without batch norm, each branch behind SkipInit's alpha
     (`_skipinit_block`); the scheme gives every conv and the classifier."""
-    x = f.conv(x, 16, 3, "stem_conv", activate=False)
-    x = f.act(x, "stem_act")
-    x = _resnet20_stages(f, x, _skipinit_block)
-    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    return f.dense(x, num_classes, "logits", activate=False)
+    return _skipinit_network(f, x, num_classes, 16, _resnet20_stages, _skipinit_block)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,29 +198,24 @@ def test_skipinit_alpha_makes_each_block_start_as_its_shortcut():
     x = np.random.default_rng(3).standard_normal((2, 8, 8, 4)).astype(np.float32)
     np.testing.assert_array_equal(_numpy(_users_block(0.0)(x)), x)
     assert not np.allclose(_numpy(_users_block(0.5)(x)), x)
-    # kzero's ResNet-20: each stride-1 block's output is the activation of its input.
-    model = build_model(model="resnet20_skipinit", init="lecun", seed=0, **CIFAR)
-    probe = keras.Model(model.input, [model.get_layer("stage1_block1_out").output,
-                                      model.get_layer("stage1_block2_out").output])
+    # kzero's ResNets: each stride-1 block's output is the activation of its input.
+    _check_blocks_start_as_shortcuts("resnet20_skipinit", 32, "stage1_block1", "stage1_block2", 9)
+    # ResNet-50's bottlenecks, on a small image.
+    _check_blocks_start_as_shortcuts("resnet50_skipinit", 8, "stage3_block2", "stage3_block3", 16)
+
+
+def _check_blocks_start_as_shortcuts(model_name, size, first_block, second_block, branches):
+    model = build_model(model=model_name, init="lecun", seed=0, input_shape=(size, size, 3),
+                        num_classes=10)
+    probe = keras.Model(model.input, [model.get_layer(f"{first_block}_out").output,
+                                      model.get_layer(f"{second_block}_out").output])
     first, second = (_numpy(t) for t in probe(np.random.default_rng(4).standard_normal(
-        (2, 32, 32, 3)).astype(np.float32)))
+        (2, size, size, 3)).astype(np.float32)))
     np.testing.assert_allclose(second, _numpy(keras.activations.elu(first)), rtol=1e-6,
                                atol=1e-7)
     assert not [layer for layer in model.layers if "bn" in layer.name]
     alphas = [layer for layer in model.layers if isinstance(layer, ScalarScale)]
-    assert len(alphas) == 9 and all(_numpy(layer.scale)[0] == 0 for layer in alphas)
-    # And ResNet-50's bottlenecks, on a small image: 16 alphas at 0, no batch norm.
-    model = build_model(model="resnet50_skipinit", init="lecun", seed=0,
-                        input_shape=(8, 8, 3), num_classes=10)
-    probe = keras.Model(model.input, [model.get_layer("stage3_block2_out").output,
-                                      model.get_layer("stage3_block3_out").output])
-    first, second = (_numpy(t) for t in probe(np.random.default_rng(4).standard_normal(
-        (2, 8, 8, 3)).astype(np.float32)))
-    np.testing.assert_allclose(second, _numpy(keras.activations.elu(first)), rtol=1e-6,
-                               atol=1e-7)
-    assert not [layer for layer in model.layers if "bn" in layer.name]
-    alphas = [layer for layer in model.layers if isinstance(layer, ScalarScale)]
-    assert len(alphas) == 16 and all(_numpy(layer.scale)[0] == 0 for layer in alphas)
+    assert len(alphas) == branches and all(_numpy(layer.scale)[0] == 0 for layer in alphas)
 
 
 def test_alpha_and_the_scalar_biases_get_a_gradient_at_step_one():
