@@ -4,18 +4,18 @@ to extend it.
 
     import kzero
 
-    model = kzero.build_model("mnist", "cnn", init="zero_normal", seed=0)
+    model = kzero.build_model("mnist", "cnn", scheme="zero_normal", seed=0)
     kzero.apply_scheme(my_keras_model, "zero_normal", bias_scale=1.0, seed=0)
     kzero.check_init(my_keras_model, x, y)  # before training: what the init lets through
     model, summary = kzero.train(kzero.RunConfig(dataset="mnist", model="fnn",
-                                                 init="zero_normal", bias_scale=1.0),
+                                                 scheme="zero_normal", bias_scale=1.0),
                                  "runs/mine")
 
 Importing kzero registers its serializable Keras classes (initializers and
 layers), so models it saved load with `keras.saving.load_model`.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 import os  # noqa: E402
 

@@ -3,7 +3,7 @@
 - `RunConfig`: the settings of one run (what it trains, what it records, where
   its data is) and, in its `provenance`, where it came from and ran;
 - `Grid`: a grid of runs: the settings its runs share, its axes (field ->
-  values, e.g. `{"init": ("lecun", "zero_normal")}`), its seeds and how it is
+  values, e.g. `{"scheme": ("lecun", "zero_normal")}`), its seeds and how it is
   run;
 - `Provenance`: the grid a run belonged to and the machine it ran on.
 
@@ -49,12 +49,12 @@ WHAT, PROTOCOL, HOW, RECORD, RUNNING, WHERE = (
 FLAG_GROUPS = (WHAT, PROTOCOL, HOW, RECORD, RUNNING, WHERE)
 
 
-def setting(default, group, help, sweep=False, alias=None):
+def setting(default, group, help, sweep=False, aliases=()):
     """A field with its one description. `sweep`: a grid can take several
-    values (an axis; the flag is a comma list). `alias`: an older flag name
-    that still works."""
+    values (an axis; the flag is a comma list). `aliases`: older flag names
+    that still work."""
     return dataclasses.field(default=default, metadata={
-        "group": group, "help": help, "sweep": sweep, "alias": alias})
+        "group": group, "help": help, "sweep": sweep, "aliases": tuple(aliases)})
 
 
 class ConfigError(ValueError):
@@ -129,11 +129,11 @@ class RunConfig:
         "mnist", WHAT, "A registered dataset, or a tensorflow-datasets image classification "
         "dataset (e.g. fashion_mnist, cifar100).")
     model: str = setting("fnn", WHAT, "Models, a variant each.", sweep=True)
-    init: str = setting("lecun", WHAT, "Init schemes, a variant each.",
-                        sweep=True, alias="inits")
+    scheme: str = setting("lecun", WHAT, "Init schemes (kzero.SCHEMES), a variant each.",
+                          sweep=True, aliases=("init", "inits"))
     bias_scale: Optional[float] = setting(
         None, WHAT, "Bias scales for the schemes with random biases (zero_normal, "
-        "zero_uniform, ...); the others ignore it.", sweep=True, alias="bias_scales")
+        "zero_uniform, ...); the others ignore it.", sweep=True, aliases=("bias_scales",))
     depth: Optional[int] = setting(
         None, WHAT, "Hidden layers of --model=mlp, or a list of depths (a variant each); "
         "default 2.", sweep=True)
@@ -169,13 +169,13 @@ class RunConfig:
                              "SGD with 0.9.")
     learning_rate: float = setting(
         1e-3, HOW, "The optimizer's learning rate; several make a variant each, named "
-        "_lr<rate>.", sweep=True, alias="learning_rates")
+        "_lr<rate>.", sweep=True, aliases=("learning_rates",))
     weight_decay: Optional[float] = setting(
         None, HOW, "Decoupled weight decay; default the optimizer's own (0; 0.01 for adamw).")
     precision: str = setting(
         "float32", HOW, "float32, or mixed_bfloat16 / mixed_float16: compute in 16 bits, keep "
         "the variables in float32 (Keras dtype policies); other than float32 it ends the "
-        "variant's name, e.g. _mixed_bfloat16.", sweep=True, alias="precisions")
+        "variant's name, e.g. _mixed_bfloat16.", sweep=True, aliases=("precisions",))
     max_examples: Optional[int] = setting(None, HOW, "Use only the first N examples of each "
                                           "split.")
     max_steps: Optional[int] = setting(
@@ -283,7 +283,7 @@ class RunConfig:
         except ValueError:
             raise ConfigError("dataset", self.dataset,
                               f"not valid; choose from {_names(_dataset_names())}") from None
-        for field, registry in (("init", SCHEMES), ("activation", ACTIVATIONS),
+        for field, registry in (("scheme", SCHEMES), ("activation", ACTIVATIONS),
                                 ("optimizer", OPTIMIZERS), ("model", MODELS)):
             if getattr(self, field) in ("", None):
                 raise ConfigError(field, "", f"is empty; choose from {_names(registry)}")
@@ -321,14 +321,14 @@ class RunConfig:
 
     @property
     def base_variant(self):
-        """`<model>_<init>`, plus `_x<scale>` for the schemes that use a bias
+        """`<model>_<scheme>`, plus `_x<scale>` for the schemes that use a bias
         scale and `_<init_scope>` for a scope other than "all"; a model's
         depth and width follow its name (`mlp8x256_lecun`), and the learning
         rate ends it in a grid over rates (`fnn_lecun_lr0.0003`)."""
         model = self.model
         if self.depth is not None or self.width is not None:
             model += f"{self.depth or ''}x{self.width or ''}"
-        name = f"{model}_{self.init}"
+        name = f"{model}_{self.scheme}"
         if self.bias_scale is not None:
             name += f"_x{self.bias_scale:g}"
         if self.init_scope != "all":
@@ -402,10 +402,11 @@ class RunConfig:
         missing ones take their defaults. With `check_names=False`, names
         that no registry of this process knows (a dataset or model
         registered by another program) are let through."""
-        values = _from_flat(dict(values)) if "provenance" not in values else dict(values)
+        values = _renamed(_from_flat(dict(values)) if "provenance" not in values
+                          else dict(values))
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ConfigError(unknown[0], values[unknown[0]], "not a RunConfig field")
+            raise ConfigError(unknown[0], values[unknown[0]], _not_a_field(unknown[0]))
         token = _CHECK_NAMES.set(check_names)
         try:
             return cls(**values)
@@ -426,10 +427,10 @@ class RunConfig:
 
 # The order in which a grid's runs are listed: by model, then depth, init
 # scheme, bias scale, learning rate, precision, and seed last.
-AXES = ("model", "depth", "init", "bias_scale", "learning_rate", "precision")
+AXES = ("model", "depth", "scheme", "bias_scale", "learning_rate", "precision")
 
 # A grid's axes where it gives none: Figure 3's schemes, at bias scale 1.
-DEFAULT_AXES = {"init": ("lecun", "zero_normal", "zero_uniform"), "bias_scale": (1.0,)}
+DEFAULT_AXES = {"scheme": ("lecun", "zero_normal", "zero_uniform"), "bias_scale": (1.0,)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,7 +471,7 @@ class Grid:
         for field, values in dict(self.axes).items():
             if field not in AXES:
                 raise ConfigError(field, values, f"not a grid axis; the axes are "
-                                  f"{_names(AXES)}")
+                                  f"{_names(AXES)}" + _new_name(field))
             values = (values,) if isinstance(values, (str, int, float)) else tuple(values)
             if not values:
                 if getattr(RunConfig, field) is None:  # none given: the model's or scheme's own
@@ -480,7 +481,7 @@ class Grid:
         object.__setattr__(self, "axes", axes)
         unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(RunConfig)})
         if unknown:
-            raise ConfigError(unknown[0], self.settings[unknown[0]], "not a RunConfig field")
+            raise ConfigError(unknown[0], self.settings[unknown[0]], _not_a_field(unknown[0]))
         both = sorted(set(axes) & set(self.settings))
         if both:
             raise ConfigError(both[0], self.settings[both[0]], "is both a setting and an axis")
@@ -604,7 +605,7 @@ class Grid:
                                else None)
             values["width"] = ((self.settings.get("width") or options["width"])
                                if "width" in options else None)
-            if not get_scheme(values["init"]).uses_bias_scale:
+            if not get_scheme(values["scheme"]).uses_bias_scale:
                 values["bias_scale"] = None
             if values not in combos:
                 combos.append(values)
@@ -651,9 +652,23 @@ def _coerce(field, value):
 # Old config.json fields, flat beside the run's settings: a grid's (moved
 # into the provenance, or dropped where they only said how the grid ran) and
 # the provenance's own.
-_FLAT_AXES = {"models": "model", "inits": "init", "bias_scales": "bias_scale",
+_FLAT_AXES = {"models": "model", "inits": "scheme", "bias_scales": "bias_scale",
               "depths": "depth", "learning_rates": "learning_rate", "precisions": "precision"}
 _FLAT_DROPPED = ("parallel_runs", "output_dir", "overwrite", "shard")
+
+
+# Settings whose name changed: {old: new}, in config.json and in a grid's axes.
+RENAMED = {"init": "scheme"}
+
+
+def _renamed(values):
+    """`values` (a config dict) with the settings' current names."""
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
+    provenance = values.get("provenance")
+    if isinstance(provenance, dict) and provenance.get("sweep"):
+        values["provenance"] = {**provenance, "sweep": {RENAMED.get(k, k): v for k, v
+                                                        in provenance["sweep"].items()}}
+    return values
 
 
 def _from_flat(values):
@@ -665,6 +680,14 @@ def _from_flat(values):
     for name in _FLAT_DROPPED:
         values.pop(name, None)
     return {**values, "provenance": provenance}
+
+
+def _new_name(field):
+    return f" ({field} is now called {RENAMED[field]})" if field in RENAMED else ""
+
+
+def _not_a_field(field):
+    return "not a RunConfig field" + _new_name(field)
 
 
 # Whether registry names are checked; False only while from_dict(check_names=False) runs.
@@ -679,7 +702,7 @@ def _valid_values(field):
     from kzero.initializers import SCHEMES
     from kzero.models import MODELS
 
-    names = {"model": MODELS, "init": SCHEMES, "precision": PRECISIONS}.get(field)
+    names = {"model": MODELS, "scheme": SCHEMES, "precision": PRECISIONS}.get(field)
     return f"choose from {_names(names)}" if names else "give one or more positive numbers"
 
 

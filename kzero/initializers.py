@@ -308,8 +308,8 @@ SCHEMES = Registry("init scheme")
 
 
 def register_scheme(scheme, replace=False):
-    """Adds a `Scheme` to `SCHEMES` under its name (for `--init` and
-    `build_model(init=...)`); returns it."""
+    """Adds a `Scheme` to `SCHEMES` under its name (for `--scheme` and
+    `build_model(scheme=...)`); returns it."""
     return SCHEMES.register(scheme.name, scheme, replace=replace)
 
 

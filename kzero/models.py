@@ -504,7 +504,7 @@ PAPER_RESNET_INITIALIZED_LAYERS = ("stem_conv", "logits")
 INIT_SCOPES = {"all": None, "paper_code": PAPER_RESNET_INITIALIZED_LAYERS}
 
 
-def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activation="elu",
+def build_model(dataset=None, model="fnn", scheme="lecun", bias_scale=1.0, activation="elu",
                 seed=0, initialized_layers=None, *, input_shape=None, num_classes=None,
                 bn_statistics="moving", bn_epsilon=BN_EPSILON, bn_exact_mean=False, **options):
     """Builds a registered model, uncompiled, with logits as output.
@@ -514,13 +514,14 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
             `DatasetSpec`: fixes the input shape and the number of classes.
             Or leave it out and give `input_shape` and `num_classes`.
         model: a name in `MODELS`.
-        init: a scheme name in `kzero.initializers.SCHEMES`, or a `Scheme`.
+        scheme: a scheme name in `kzero.initializers.SCHEMES`, or a `Scheme`
+            (`init=`, its name before kzero 0.7, still works).
         bias_scale: multiplies the random biases of the `zero_*` schemes.
         activation: a name in `ACTIVATIONS`, applied after every conv and
             dense layer except the last.
         seed: makes the initial weights reproducible.
         initialized_layers: if given, only the layers with these names get
-            `init`; the rest get the reference (`lecun`) init. `None` means
+            `scheme`; the rest get the reference (`lecun`) init. `None` means
             every layer.
         input_shape, num_classes: the input (with a channel axis) and the
             number of classes, where no dataset is given.
@@ -533,6 +534,11 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
     """
     from kzero.datasets import get_dataset
 
+    if "init" in options:
+        import warnings
+
+        warnings.warn("build_model's init= is now scheme=", DeprecationWarning, stacklevel=2)
+        scheme = options.pop("init")
     name = "custom"
     if dataset is not None:
         spec = get_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -548,7 +554,7 @@ def build_model(dataset=None, model="fnn", init="lecun", bias_scale=1.0, activat
         raise ValueError(f"model {model!r} takes no {', '.join(unknown)}")
     options = {**model_spec.options,
                **{name: value for name, value in options.items() if value is not None}}
-    factory = LayerFactory(init, bias_scale, activation, seed, initialized_layers,
+    factory = LayerFactory(scheme, bias_scale, activation, seed, initialized_layers,
                            bn_statistics, bn_epsilon, bn_exact_mean)
     inputs = keras.Input(tuple(input_shape), name="images")
     outputs = model_spec.build(factory, inputs, num_classes, **options)

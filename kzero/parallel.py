@@ -46,7 +46,7 @@ GROUP_CHECKPOINT = "group_checkpoint.keras"
 # The settings in which the runs of one group may differ: each replica is
 # built from its own config. The rest, the architecture and what the one
 # optimizer and the one fit loop see, must be the same for all.
-_MAY_DIFFER = {"seed", "init", "bias_scale"}
+_MAY_DIFFER = {"seed", "scheme", "bias_scale"}
 
 
 def group_key(config):

@@ -12,6 +12,7 @@ trained `model.keras`. Finished runs are skipped when the command is repeated
 
 import errno
 import importlib
+import re
 import shlex
 import sys
 
@@ -41,7 +42,7 @@ def _flag_default(owner, field):
 
 
 # The registries whose names a flag's help lists, as this process has them.
-_REGISTRIES = {"dataset": DATASETS, "model": MODELS, "init": SCHEMES, "activation": ACTIVATIONS,
+_REGISTRIES = {"dataset": DATASETS, "model": MODELS, "scheme": SCHEMES, "activation": ACTIVATIONS,
                "optimizer": OPTIMIZERS, "protocol": PROTOCOLS}
 
 
@@ -53,7 +54,7 @@ def _help(field):
 
 def _define_flags():
     """A flag for each field of `RunConfig` and `Grid` that has a description,
-    with its default and its older name as an alias."""
+    with its default and its older names as aliases."""
     define = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
               float: flags.DEFINE_float, bool: flags.DEFINE_boolean, tuple: flags.DEFINE_list}
     for fields in flag_fields().values():
@@ -61,14 +62,14 @@ def _define_flags():
             kind = list if field.metadata["sweep"] else field_type(owner, field)
             (flags.DEFINE_list if kind is list else define[kind])(
                 field.name, _flag_default(owner, field), _help(field))
-            if field.metadata["alias"]:
-                flags.DEFINE_alias(field.metadata["alias"], field.name)
+            for alias in field.metadata["aliases"]:
+                flags.DEFINE_alias(alias, field.name)
 
 
 _define_flags()
 # The older names of flags: {alias: flag}.
-ALIASES = {field.metadata["alias"]: field.name for fields in flag_fields().values()
-           for _, field in fields if field.metadata["alias"]}
+ALIASES = {alias: field.name for fields in flag_fields().values()
+           for _, field in fields for alias in field.metadata["aliases"]}
 
 
 def _default_text(flag):
@@ -82,8 +83,8 @@ def _default_text(flag):
 
 
 def _also(name):
-    alias = next((a for a, flag in ALIASES.items() if flag == name), None)
-    return f" (also --{alias})" if alias else ""
+    aliases = [f"--{a}" for a, flag in ALIASES.items() if flag == name]
+    return f" (also {', '.join(aliases)})" if aliases else ""
 
 
 def flags_help():
@@ -111,7 +112,7 @@ def flags_markdown():
         lines += ["", f"## {group}", "", "| flag | default | meaning |", "| --- | --- | --- |"]
         for _, field in fields:
             text = FLAGS[field.name].help.replace("|", "\\|")
-            alias = _also(field.name).replace("(also --", "(also `--").replace(")", "`)")
+            alias = re.sub(r"(--\w+)", r"`\1`", _also(field.name))
             lines.append(f"| `--{field.name}`{alias} | `{_default_text(FLAGS[field.name])}` | "
                          f"{text} |")
     return "\n".join(lines) + "\n"
@@ -143,9 +144,9 @@ def config_from_flags():
 
 
 def _flag_named(field):
-    """The flag a user typed for `field`: its older name where that was given."""
-    alias = next((a for a, flag in ALIASES.items() if flag == field), None)
-    return alias if alias and FLAGS[alias].present else field
+    """The flag a user typed for `field`: an older name where that was given."""
+    return next((a for a, flag in ALIASES.items() if flag == field and FLAGS[a].present),
+                field)
 
 
 def main(argv):

@@ -59,7 +59,7 @@ def build_run_model(config):
     keras.config.set_dtype_policy(config.precision)
     try:
         return build_model(
-            config.dataset, config.model, init=config.init,
+            config.dataset, config.model, scheme=config.scheme,
             bias_scale=config.bias_scale if config.bias_scale is not None else 1.0,
             activation=config.activation, seed=config.seed,
             initialized_layers=INIT_SCOPES[config.init_scope],
@@ -127,10 +127,10 @@ def record_init_check(config, model, arrays, workdir, loss=None):
     x, y = run_probe(config, arrays)
     check = check_init(model, x, y, stages=MODELS.get(config.model).stages, loss=loss)
     write_json(os.path.join(workdir, INIT_CHECK), check)
-    scheme = config.init + ("" if config.init_scope == "all" else f" ({config.init_scope} scope)")
+    scheme = config.scheme + ("" if config.init_scope == "all" else f" ({config.init_scope} scope)")
     warning = init_warning(check, config.model, scheme)
-    if warning and (config.model, config.init, config.init_scope) not in _WARNED:
-        _WARNED.add((config.model, config.init, config.init_scope))
+    if warning and (config.model, config.scheme, config.init_scope) not in _WARNED:
+        _WARNED.add((config.model, config.scheme, config.init_scope))
         print(f"kzero: warning: {warning}", file=sys.stderr, flush=True)
     return check
 
@@ -189,7 +189,7 @@ def run_probe(config, arrays):
 
 
 # What TensorBoard's HParams tab shows of each run.
-HPARAMS = ("experiment", "dataset", "model", "depth", "width", "init", "bias_scale", "init_scope",
+HPARAMS = ("experiment", "dataset", "model", "depth", "width", "scheme", "bias_scale", "init_scope",
            "activation",
            "seed", "optimizer", "learning_rate", "weight_decay", "batch_size", "epochs",
            "precision", "protocol", "holdout", "order", "bn_statistics", "normalization_std",

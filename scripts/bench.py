@@ -46,7 +46,8 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("dataset", "mnist", "mnist or cifar10.")
 flags.DEFINE_string("model", "fnn", "Model name.")
-flags.DEFINE_string("init", "zero_normal", "Init scheme.")
+flags.DEFINE_string("scheme", "zero_normal", "Init scheme.")
+flags.DEFINE_alias("init", "scheme")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy of both loops.")
 flags.DEFINE_enum("pipeline", "auto", ["auto", "tf", "numpy", "device"],
@@ -74,7 +75,7 @@ def bench_config(**extra):
     """The RunConfig that kzero's side of the benchmark trains."""
     from kzero.config import RunConfig
 
-    settings = dict(dataset=FLAGS.dataset, model=FLAGS.model, init=FLAGS.init, bias_scale=1.0,
+    settings = dict(dataset=FLAGS.dataset, model=FLAGS.model, scheme=FLAGS.scheme, bias_scale=1.0,
                     activation="elu", seed=0, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                     learning_rate=LEARNING_RATE, max_examples=FLAGS.max_examples,
                     precision=FLAGS.precision, pipeline=FLAGS.pipeline,
@@ -323,7 +324,7 @@ def main(argv):
     arrays = load_dataset(FLAGS.dataset, FLAGS.data_dir)
     n_train = len(arrays["x_train"][:FLAGS.max_examples])
     result = {"backend": keras.backend.backend(), "dataset": FLAGS.dataset,
-              "model": FLAGS.model, "init": FLAGS.init, "precision": FLAGS.precision,
+              "model": FLAGS.model, "scheme": FLAGS.scheme, "precision": FLAGS.precision,
               "pipeline": FLAGS.pipeline, "jit_compile": FLAGS.jit_compile,
               "epochs": FLAGS.epochs,
               "batch_size": FLAGS.batch_size, "train_examples": n_train,

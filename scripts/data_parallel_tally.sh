@@ -17,7 +17,7 @@ passed=0
 for i in $(seq 1 "$tries"); do
   start=$(date +%s)
   XLA_FLAGS=--xla_force_host_platform_device_count=2 KERAS_BACKEND=jax \
-    python -m kzero.run --flagfile=flags/mnist_fnn.flags --epochs=1 --runs=1 --init=lecun \
+    python -m kzero.run --flagfile=flags/mnist_fnn.flags --epochs=1 --runs=1 --scheme=lecun \
     --distribution=data_parallel --overwrite --output_dir="$out" "${data[@]}" \
     >"$out/log.txt" 2>&1
   status=$?

@@ -61,7 +61,7 @@ for backend in jax torch tensorflow; do
   for precision in float32 mixed_bfloat16; do
     name="speed_${backend}_${precision}"
     kzero_run "$share" "$backend" speed "$model" --flagfile=flags/cifar_resnet50.flags \
-      --experiment="$name" --output_dir="$out" --init=lecun --runs=1 --epochs=2 \
+      --experiment="$name" --output_dir="$out" --scheme=lecun --runs=1 --epochs=2 \
       --max_examples=$speed_examples --precision=$precision --parallel_runs=1 \
       --norecord_gradients --norecord_activations --norecord_symmetry --nosave_model
     python - "$out" "$name" "$backend" "$precision" "$speed_examples" "$model" \
@@ -90,12 +90,12 @@ census=(--flagfile=flags/census_resnet50.flags --output_dir="$out" --runs=1
 if [ -n "$census_examples" ]; then census+=(--max_examples=$census_examples); fi
 share=$(( ${budget[1]} / 5 ))
 for backend in jax torch tensorflow; do
-  kzero_run "$share" "$backend" census "$census_model" "${census[@]}" --init=zero_normal \
+  kzero_run "$share" "$backend" census "$census_model" "${census[@]}" --scheme=zero_normal \
     --experiment="census_resnet50_$backend"
 done
-kzero_run "$share" jax census "$census_model" "${census[@]}" --init=zero_normal_bn \
+kzero_run "$share" jax census "$census_model" "${census[@]}" --scheme=zero_normal_bn \
   --experiment=census_resnet50_jax
-kzero_run "$share" jax census "$census_model" "${census[@]}" --init=zero_normal,zero_normal_bn \
+kzero_run "$share" jax census "$census_model" "${census[@]}" --scheme=zero_normal,zero_normal_bn \
   --init_scope=paper_code --experiment=census_resnet50_jax
 
 # 3. Figure 11 with what is left: the all-layer rows and the batch norm
@@ -103,6 +103,6 @@ kzero_run "$share" jax census "$census_model" "${census[@]}" --init=zero_normal,
 figure=(--output_dir="$out" --epochs=$figure_epochs --parallel_runs=5 --norecord_activations)
 if [ -n "$figure_examples" ]; then figure+=(--max_examples=$figure_examples --runs=1); fi
 kzero_run "${budget[2]}" jax figure11 "$model" --flagfile=flags/cifar_resnet50.flags \
-  --init=lecun,zero_normal,zero_normal_bn "${figure[@]}"
+  --scheme=lecun,zero_normal,zero_normal_bn "${figure[@]}"
 echo "gpu_agenda: done in $(( $(date +%s) - start )) s, $failures item(s) failed; results in $out"
 [ $failures = 0 ]

@@ -27,7 +27,8 @@ import tempfile
 from absl import app, flags
 
 flags.DEFINE_list("backends", ["jax", "tensorflow", "torch"], "Keras backends to compare.")
-flags.DEFINE_list("inits", ["lecun", "zero_normal"], "Init schemes.")
+flags.DEFINE_list("schemes", ["lecun", "zero_normal"], "Init schemes.")
+flags.DEFINE_alias("inits", "schemes")
 flags.DEFINE_integer("runs", 3, "Seeds per init.")
 flags.DEFINE_integer("epochs", 3, "Epochs per run.")
 flags.DEFINE_float("tolerance", 0.005, "Largest allowed spread of the backends' means.")
@@ -50,7 +51,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def train_grid(backend, output_dir):
     command = [sys.executable, "-m", "kzero.run", "--experiment=parity", "--dataset=mnist",
-               "--model=fnn", f"--init={','.join(FLAGS.inits)}", f"--runs={FLAGS.runs}",
+               "--model=fnn", f"--scheme={','.join(FLAGS.schemes)}", f"--runs={FLAGS.runs}",
                f"--epochs={FLAGS.epochs}", f"--output_dir={output_dir}",
                "--norecord_gradients", "--norecord_symmetry", "--nosave_model"]
     if FLAGS.data_dir:
@@ -93,7 +94,7 @@ def paired(root):
     print(f"| init | seed | metric | {' | '.join(FLAGS.backends)} | spread |")
     print(f"| --- | --- | --- |{' --- |' * len(FLAGS.backends)} --- |")
     spreads, worst = {}, {}
-    for init in FLAGS.inits:
+    for init in FLAGS.schemes:
         for seed in range(FLAGS.runs):
             rows = {b: first_epoch(os.path.join(root, b), init, seed) for b in FLAGS.backends}
             for metric in PAIRED_METRICS:
@@ -122,7 +123,7 @@ def main(argv):
         for backend in FLAGS.backends:
             output_dir = os.path.join(root, backend)
             train_grid(backend, output_dir)
-            for init in FLAGS.inits:
+            for init in FLAGS.schemes:
                 means[backend, init] = statistics.mean(final_accuracies(output_dir, init))
         if FLAGS.paired:
             result = paired(root)
@@ -132,7 +133,7 @@ def main(argv):
     print(f"| init | {' | '.join(FLAGS.backends)} | spread |")
     print(f"| --- |{' --- |' * len(FLAGS.backends)} --- |")
     spreads = {}
-    for init in FLAGS.inits:
+    for init in FLAGS.schemes:
         values = [means[b, init] for b in FLAGS.backends]
         spreads[init] = max(values) - min(values)
         cells = " | ".join(f"{v:.4f}" for v in values)

@@ -59,8 +59,8 @@ def test_import_kzero_gives_the_public_names():
 
 
 def test_apply_scheme_gives_the_builders_weights():
-    built = kzero.build_model("mnist", "cnn", init="lecun", seed=3)
-    applied = kzero.apply_scheme(kzero.build_model("mnist", "cnn", init="zero", seed=0),
+    built = kzero.build_model("mnist", "cnn", scheme="lecun", seed=3)
+    applied = kzero.apply_scheme(kzero.build_model("mnist", "cnn", scheme="zero", seed=0),
                                  "lecun", seed=3)
     for a, b in zip(built.weights, applied.weights):
         np.testing.assert_array_equal(numpy(a), numpy(b))
@@ -135,7 +135,7 @@ def test_config_rejects_unknown_keys_and_bad_values_where_it_is_made():
 
 
 def test_config_json_reads_back_into_the_same_config(tmp_path):
-    config = RunConfig(dataset="cifar10", model="cnn", init="zero_uniform", bias_scale=0.5,
+    config = RunConfig(dataset="cifar10", model="cnn", scheme="zero_uniform", bias_scale=0.5,
                        optimizer="adamw", weight_decay=0.05,
                        provenance=dict(sweep={"bias_scale": [0.5, 2.0], "model": ["cnn"]},
                                        parallel_group=["a", "b"], versions={"kzero": "x"}))
@@ -163,6 +163,8 @@ def test_every_committed_run_reads_back_into_its_own_directory():
     assert len(paths) > 400
     for path in paths:
         config = RunConfig.read(path)
+        # The scheme was called init before kzero 0.7.
+        assert config.scheme == read_json(path).get("scheme", read_json(path).get("init")), path
         workdir = os.path.dirname(path)
         assert config.variant == os.path.basename(os.path.dirname(workdir)), path
         assert f"seed_{config.seed}" == os.path.basename(workdir), path
@@ -172,8 +174,25 @@ def test_every_committed_run_reads_back_into_its_own_directory():
             (run.variant, run.seed) for run in Grid.of_run(config).expand()}, path
 
 
+def test_the_schemes_older_name_init_still_works_where_users_wrote_it():
+    with pytest.warns(DeprecationWarning, match="scheme="):
+        older = build_model("mnist", "fnn", init="zero_normal", seed=0)
+    newer = build_model("mnist", "fnn", scheme="zero_normal", seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(older.get_weights(), newer.get_weights()))
+    # A config.json of kzero 0.6, its axes included.
+    config = RunConfig.from_dict({"init": "zero_uniform", "bias_scale": 2.0, "provenance": {
+        "sweep": {"init": ["lecun", "zero_uniform"]}, "runs": 1}})
+    assert (config.scheme, config.provenance.sweep) == ("zero_uniform", {
+        "scheme": ("lecun", "zero_uniform")})
+    assert config.variant == "fnn_zero_uniform_x2"
+    for make in (lambda: Grid.make(init=("lecun",)), lambda: Grid.make(init="lecun"),
+                 lambda: Grid(axes={"init": ("lecun",)})):
+        with pytest.raises(ConfigError, match=r"init.*\(init is now called scheme\)"):
+            make()
+
+
 def test_expand_makes_one_config_per_run():
-    grid = Grid.make(model=("logreg", "fnn"), init=("lecun", "zero_normal"),
+    grid = Grid.make(model=("logreg", "fnn"), scheme=("lecun", "zero_normal"),
                      bias_scale=(0.01, 100), runs=2, seed=7)
     runs = expand(grid)
     assert [(r.variant, r.seed) for r in runs[:6]] == [
@@ -182,21 +201,21 @@ def test_expand_makes_one_config_per_run():
         ("logreg_zero_normal_x100", 8)]
     assert len(runs) == 2 * (1 + 2) * 2
     assert {r.provenance.base_seed for r in runs} == {7} and runs[0].bias_scale is None
-    assert runs[0].provenance.sweep["init"] == ("lecun", "zero_normal")
+    assert runs[0].provenance.sweep["scheme"] == ("lecun", "zero_normal")
 
 
 @pytest.mark.once
 def test_an_mlp_grid_has_a_variant_per_depth_and_builds_it():
     runs = expand(Grid.make(model=("fnn", "mlp"), depth=("4", 16), width=32,
-                            init=("lecun",), runs=1))
+                            scheme=("lecun",), runs=1))
     assert [(r.variant, r.depth, r.width) for r in runs] == [
         ("fnn_lecun", None, None), ("mlp4x32_lecun", 4, 32), ("mlp16x32_lecun", 16, 32)]
-    assert [r.variant for r in expand(Grid.make(model=("mlp",), init=("lecun",), runs=1))] == [
+    assert [r.variant for r in expand(Grid.make(model=("mlp",), scheme=("lecun",), runs=1))] == [
         "mlp2x256_lecun"]
-    runs = expand(Grid.make(init=("lecun",), learning_rate=("3e-4", 0.003), runs=1))
+    runs = expand(Grid.make(scheme=("lecun",), learning_rate=("3e-4", 0.003), runs=1))
     assert [(r.variant, r.learning_rate) for r in runs] == [("fnn_lecun_lr0.0003", 3e-4),
                                                           ("fnn_lecun_lr0.003", 3e-3)]
-    runs = expand(Grid.make(init=("lecun",), precision=("float32", "mixed_bfloat16"), runs=1))
+    runs = expand(Grid.make(scheme=("lecun",), precision=("float32", "mixed_bfloat16"), runs=1))
     assert [(r.variant, r.precision, r.protocol_label) for r in runs] == [
         ("fnn_lecun", "float32", "paper_text"),
         ("fnn_lecun_mixed_bfloat16", "mixed_bfloat16", "paper_text + mixed_bfloat16")]
@@ -236,7 +255,7 @@ def test_sgd_trains_the_mnist_fnn_to_90_percent_in_one_epoch(tmp_path, mnist):
 
 @pytest.mark.slow
 def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
-    grid = Grid.make(model=("logreg",), init=("lecun", "zero"), runs=2, epochs=1,
+    grid = Grid.make(model=("logreg",), scheme=("lecun", "zero"), runs=2, epochs=1,
                      max_examples=512, output_dir=str(tmp_path), experiment="direct",
                      record_gradients=False)
     runs = run_grid(grid, arrays=mnist, verbose=0)

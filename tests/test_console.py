@@ -65,7 +65,7 @@ USERS_SCRIPT = """
 import kzero
 import keras
 import tensorflow as tf
-model = kzero.build_model("mnist", "fnn", init="zero_normal", seed=0)
+model = kzero.build_model("mnist", "fnn", scheme="zero_normal", seed=0)
 print(keras.ops.convert_to_numpy(model(tf.zeros((1, 28, 28, 1)))).shape)
 print(len(tf.config.list_physical_devices()) > 0)
 """
@@ -89,7 +89,7 @@ def test_grid_progress_counts_skipped_resumed_and_grouped_runs():
     from kzero.config import RunConfig
     from kzero.progress import GridProgress
 
-    runs = [RunConfig(dataset="mnist", model="fnn", init="lecun", seed=k, epochs=10)
+    runs = [RunConfig(dataset="mnist", model="fnn", scheme="lecun", seed=k, epochs=10)
             for k in range(4)]
     lines, now = [], [0.0]
     progress = GridProgress(runs, lines.append, clock=lambda: now[0])
@@ -113,7 +113,7 @@ def test_grid_progress_counts_skipped_resumed_and_grouped_runs():
 @pytest.mark.slow
 @pytest.mark.once
 def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir):
-    common = ["--epochs=1", "--runs=1", "--max_examples=256", "--inits=lecun",
+    common = ["--epochs=1", "--runs=1", "--max_examples=256", "--scheme=lecun",
               f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
     by_flag = kzero_run("--flagfile=mnist_logreg", *common, cwd=tmp_path)
     assert by_flag.returncode == 0, by_flag.stderr[-2000:]
@@ -133,7 +133,7 @@ def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir
 @pytest.mark.slow
 def test_ctrl_c_stops_a_run_at_once_and_exits(tmp_path, data_dir):
     argv = [sys.executable, "-m", "kzero.run", "--dataset=mnist", "--model=fnn",
-            "--inits=lecun", "--epochs=20", "--runs=1", f"--data_dir={data_dir}",
+            "--scheme=lecun", "--epochs=20", "--runs=1", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}"]
     workdir = tmp_path / "mnist_fnn" / "fnn_lecun" / "seed_0"
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -163,7 +163,7 @@ def test_each_run_is_a_session_of_tensorboards_hparams_tab(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import api_pb2, metadata
 
-    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=0.5, seed=3,
+    config = dict(dataset="mnist", model="fnn", scheme="zero_normal", bias_scale=0.5, seed=3,
                   epochs=1, max_examples=512, optimizer="sgd", learning_rate=0.1,
                   record_gradients=False, record_symmetry=False)
     train(config, str(tmp_path), mnist, verbose=0)
@@ -175,7 +175,7 @@ def test_each_run_is_a_session_of_tensorboards_hparams_tab(tmp_path, mnist):
     hparams = {name: getattr(value, value.WhichOneof("kind"))
                for name, value in start.hparams.items()}
     assert hparams == {"experiment": "mnist_fnn", "dataset": "mnist", "model": "fnn",
-                       "init": "zero_normal", "bias_scale": 0.5, "init_scope": "all",
+                       "scheme": "zero_normal", "bias_scale": 0.5, "init_scope": "all",
                        "activation": "elu", "seed": 3, "optimizer": "sgd",
                        "learning_rate": 0.1, "batch_size": 128, "epochs": 1,
                        "precision": "float32", "protocol": "paper_text", "holdout": 0,

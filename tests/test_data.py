@@ -270,7 +270,7 @@ def test_pipelines_train_to_the_numpy_pipelines_metrics(tmp_path, mnist, pipelin
     from kzero.io import read_csv
     from kzero.train import train
 
-    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+    config = dict(dataset="mnist", model="fnn", scheme="zero_normal", bias_scale=1.0,
                   activation="elu", seed=1, epochs=3, batch_size=128, learning_rate=1e-3,
                   max_examples=1024, record_gradients=False, record_symmetry=False)
     metrics = {}

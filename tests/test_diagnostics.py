@@ -15,7 +15,7 @@ from kzero.train import compile_run_model, train
 
 
 def config(dataset, init, **overrides):
-    config = dict(dataset=dataset, model="fnn", init=init, bias_scale=1.0, activation="elu",
+    config = dict(dataset=dataset, model="fnn", scheme=init, bias_scale=1.0, activation="elu",
                   seed=0, epochs=1, batch_size=128, learning_rate=1e-3)
     config.update(overrides)
     return config
@@ -157,7 +157,7 @@ class WeightSnapshots(keras.callbacks.Callback):
 def test_recorded_statistics_equal_an_independent_computation(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    model = compile_run_model(build_model("mnist", "fnn", init="zero_normal", seed=1),
+    model = compile_run_model(build_model("mnist", "fnn", scheme="zero_normal", seed=1),
                               RunConfig())
     train_data, steps, _ = make_pipelines(mnist, 128, seed=0, epochs=1, max_examples=512)
     probe = probe_batch(mnist, 128)
@@ -225,9 +225,9 @@ def test_activation_statistics_equal_a_numpy_forward_pass(tmp_path, mnist, model
                                                           bias_scale):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    model = compile_run_model(build_model("mnist", model_name, init=init, bias_scale=bias_scale,
+    model = compile_run_model(build_model("mnist", model_name, scheme=init, bias_scale=bias_scale,
                                           seed=2, depth=2, width=64) if model_name == "mlp"
-                              else build_model("mnist", model_name, init=init,
+                              else build_model("mnist", model_name, scheme=init,
                                                bias_scale=bias_scale, seed=2), RunConfig())
     train_data, steps, _ = make_pipelines(mnist, 128, seed=0, epochs=1, max_examples=640)
     probe = probe_batch(mnist, 32)

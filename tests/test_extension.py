@@ -27,9 +27,9 @@ def test_a_registered_dataset_model_and_scheme_run_through_the_grid_and_report(
         tmp_path):
     common = ["--dataset=blobs", "--epochs=5", "--runs=2", "--batch_size=32",
               f"--output_dir={tmp_path}"]
-    run_cli(*common, "--experiment=blobs_logreg", "--model=logreg", "--inits=lecun")
+    run_cli(*common, "--experiment=blobs_logreg", "--model=logreg", "--scheme=lecun")
     run_cli(*common, "--experiment=blobs_mlp", "--model=tiny_mlp",
-            "--inits=zero_half_normal,lecun")
+            "--scheme=zero_half_normal,lecun")
     dirs = run_dirs(tmp_path / "blobs_mlp")
     assert [os.path.relpath(d, tmp_path) for d in dirs] == [
         f"blobs_mlp/{variant}/seed_{seed}" for variant in ("tiny_mlp_lecun",
@@ -60,7 +60,7 @@ def test_a_registered_dataset_model_and_scheme_run_through_the_grid_and_report(
 @pytest.mark.once
 def test_the_runner_imports_extensions_named_on_its_command_line(tmp_path):
     argv = [sys.executable, "-m", "kzero.run", "--dataset=blobs", "--model=tiny_mlp",
-            "--inits=zero_half_normal", "--runs=1", "--epochs=1", f"--output_dir={tmp_path}"]
+            "--scheme=zero_half_normal", "--runs=1", "--epochs=1", f"--output_dir={tmp_path}"]
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "tests"))
     unknown = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert unknown.returncode == 2 and "--dataset=blobs: not valid" in unknown.stderr
@@ -90,7 +90,7 @@ def test_a_tensorflow_datasets_dataset_runs_by_name(tmp_path, monkeypatch, datas
     monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(datasets, "_can_reach", lambda host, **kw: True)
     with tfds.testing.mock_data(num_examples=300):
-        run_cli(f"--dataset={dataset}", f"--model={model}", "--inits=zero_normal", "--runs=1",
+        run_cli(f"--dataset={dataset}", f"--model={model}", "--scheme=zero_normal", "--runs=1",
                 "--epochs=1", f"--output_dir={tmp_path}")
     (workdir,) = run_dirs(tmp_path / f"{dataset}_{model}")
     assert read_json(os.path.join(workdir, "config.json"))["dataset"] == dataset

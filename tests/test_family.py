@@ -57,7 +57,7 @@ def test_fixup_resnet20_is_the_reference_model_layer_for_layer():
     """The same parameters, one for one, and with the reference's weights
     copied in, the same function of the input: the architecture is Fixup's."""
     torch, reference = _reference_fixup_resnet20()
-    model = build_model(model="resnet20_fixup", init="lecun", activation="relu", seed=0, **CIFAR)
+    model = build_model(model="resnet20_fixup", scheme="lecun", activation="relu", seed=0, **CIFAR)
     named = dict(reference.named_parameters())
     assert len(named) == len(model.trainable_variables)
     assert sum(p.numel() for p in named.values()) == sum(
@@ -81,7 +81,7 @@ def test_fixup_initial_weights_follow_the_reference_rule():
     conv drawn with the reference's standard deviation (the rule's value, and
     the spread of the draws, against the reference's own draws)."""
     _, reference = _reference_fixup_resnet20()
-    model = build_model(model="resnet20_fixup", init="lecun", seed=0, **CIFAR)
+    model = build_model(model="resnet20_fixup", scheme="lecun", seed=0, **CIFAR)
     for name, parameter in reference.named_parameters():
         values = _to_keras_layout(parameter.detach().numpy())
         ours = _numpy(_kzero_weight(model, name))
@@ -147,7 +147,7 @@ def test_fixup_resnet50_has_the_references_parameters_and_initial_weights():
     L^(-1/4)), the shortcut with He's over the fan-out."""
     _, reference = _reference_fixup_imagenet()
     reference = reference.fixup_resnet50(num_classes=10)
-    model = build_model(model="resnet50_fixup", init="lecun", seed=0, **CIFAR)
+    model = build_model(model="resnet50_fixup", scheme="lecun", seed=0, **CIFAR)
     named = dict(reference.named_parameters())
     # 16 blocks of 3 convs, 6 scalar biases and a multiplier; 4 shortcuts; the stem
     # conv and its bias, the bias before the classifier, the classifier.
@@ -205,7 +205,7 @@ def test_skipinit_alpha_makes_each_block_start_as_its_shortcut():
 
 
 def _check_blocks_start_as_shortcuts(model_name, size, first_block, second_block, branches):
-    model = build_model(model=model_name, init="lecun", seed=0, input_shape=(size, size, 3),
+    model = build_model(model=model_name, scheme="lecun", seed=0, input_shape=(size, size, 3),
                         num_classes=10)
     probe = keras.Model(model.input, [model.get_layer(f"{first_block}_out").output,
                                       model.get_layer(f"{second_block}_out").output])
@@ -226,12 +226,12 @@ def test_alpha_and_the_scalar_biases_get_a_gradient_at_step_one():
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     x = np.random.default_rng(5).standard_normal((8, 32, 32, 3)).astype(np.float32)
     y = np.arange(8) % 10
-    model = build_model(model="resnet20_skipinit", init="lecun", seed=0, **CIFAR)
+    model = build_model(model="resnet20_skipinit", scheme="lecun", seed=0, **CIFAR)
     gradients = dict(zip((v.path for v in model.trainable_variables),
                          gradient_function(model, loss)(x, y)))
     assert np.any(gradients["stage1_block1_alpha/scale"])
     assert not np.any(gradients["stage1_block1_conv2/kernel"])
-    fixup = build_model(model="resnet20_fixup", init="lecun", seed=0, **CIFAR)
+    fixup = build_model(model="resnet20_fixup", scheme="lecun", seed=0, **CIFAR)
     gradients = dict(zip((v.path for v in fixup.trainable_variables),
                          gradient_function(fixup, loss)(x, y)))
     assert np.any(gradients["logits/kernel"])

@@ -12,7 +12,7 @@ from kzero.io import read_csv, read_json
 
 
 def family(runs=5, epochs=10):
-    grid = Grid.make(init=("lecun", "zero_normal"), runs=runs, epochs=epochs)
+    grid = Grid.make(scheme=("lecun", "zero_normal"), runs=runs, epochs=epochs)
     return expand(grid)
 
 
@@ -95,13 +95,13 @@ def test_an_auto_grid_trains_in_the_groups_it_measured_and_resumes_a_lone_checkp
     from kzero.train import CHECKPOINT, MODEL_FILE, train
 
     monkeypatch.setattr(group_size, "MIN_RUN_STEPS", 0)
-    grid = Grid.make(init=("lecun", "zero_normal"), runs=2, epochs=2, max_examples=1024,
+    grid = Grid.make(scheme=("lecun", "zero_normal"), runs=2, epochs=2, max_examples=1024,
                      parallel_runs="auto", output_dir=str(tmp_path / "runs"), experiment="auto",
                      record_gradients=False, record_symmetry=False, record_activations=False)
     variant = tmp_path / "runs" / "auto" / "fnn_zero_normal_x1"
     # zero_normal seed 1 was trained run by run for one epoch, then stopped.
     (lone,) = [run.replace(epochs=1) for run in grid.expand()
-               if (run.init, run.seed) == ("zero_normal", 1)]
+               if (run.scheme, run.seed) == ("zero_normal", 1)]
     train(lone, str(variant / "seed_1"), mnist, verbose=0)
     os.remove(variant / "seed_1" / "summary.json")
     os.replace(variant / "seed_1" / MODEL_FILE, variant / "seed_1" / CHECKPOINT)

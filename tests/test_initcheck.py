@@ -27,7 +27,7 @@ def probe(arrays, dataset, model, size=16):
 
 
 def test_fnn_biases_reach_the_next_layer_and_nothing_is_warned(mnist):
-    model = build_model("mnist", "fnn", init="zero_normal", seed=0)
+    model = build_model("mnist", "fnn", scheme="zero_normal", seed=0)
     check = kzero.check_init(model, *probe(mnist, "mnist", "fnn"))
     assert check["biased_layers"] == 2 and check["removed_if_zero_kernel"] == {}
     assert check["erased_symmetry_breaking"] == []
@@ -39,7 +39,7 @@ def test_fnn_biases_reach_the_next_layer_and_nothing_is_warned(mnist):
 
 @pytest.mark.slow
 def test_cifar_cnn_batch_norms_remove_the_zero_kernel_convs_output(cifar10):
-    model = build_model("cifar10", "cnn", init="zero_normal", seed=0)
+    model = build_model("cifar10", "cnn", scheme="zero_normal", seed=0)
     check = kzero.check_init(model, *probe(cifar10, "cifar10", "cnn"),
                              stages=("bn1", "bn2", "bn3"))
     # An ELU and a max-pool stand between each conv and its batch norm: the
@@ -57,7 +57,7 @@ def test_cifar_cnn_batch_norms_remove_the_zero_kernel_convs_output(cifar10):
                               "batch norm that removes their random bias; at step 1 only "
                               "logits/kernel, logits/bias have a gradient")
     # The reference init: the same graph, nothing erased, every variable has a gradient.
-    lecun = kzero.check_init(build_model("cifar10", "cnn", init="lecun", seed=0),
+    lecun = kzero.check_init(build_model("cifar10", "cnn", scheme="lecun", seed=0),
                              *probe(cifar10, "cifar10", "cnn"))
     assert lecun["erased_symmetry_breaking"] == []
     assert len(lecun["with_gradient"]) == lecun["variables"] == 24
@@ -66,7 +66,7 @@ def test_cifar_cnn_batch_norms_remove_the_zero_kernel_convs_output(cifar10):
 
 @pytest.fixture(scope="module")
 def resnet50_check(cifar10):
-    model = build_model("cifar10", "resnet50", init="zero_normal", seed=0)
+    model = build_model("cifar10", "resnet50", scheme="zero_normal", seed=0)
     x, y = probe(cifar10, "cifar10", "resnet50", size=8)
     return kzero.check_init(model, x, y, stages=kzero.MODELS.get("resnet50").stages)
 
@@ -94,8 +94,8 @@ def test_resnet50_zero_normal_is_dead_below_the_logits(resnet50_check):
 
 
 def test_zero_normal_bn_moves_the_removed_biases_into_the_batch_norms_shift():
-    plain = build_model("cifar10", "resnet50", init="zero_normal", seed=0)
-    moved = build_model("cifar10", "resnet50", init="zero_normal_bn", seed=0)
+    plain = build_model("cifar10", "resnet50", scheme="zero_normal", seed=0)
+    moved = build_model("cifar10", "resnet50", scheme="zero_normal_bn", seed=0)
     removed = {layer.name: norm.name for layer, norm in erasing_normalizations(plain).items()}
     assert len(removed) == 37
     for layer in plain.layers:
@@ -111,7 +111,7 @@ def test_zero_normal_bn_moves_the_removed_biases_into_the_batch_norms_shift():
         else:
             np.testing.assert_array_equal(numpy(other.bias), numpy(layer.bias))
     # The paper_code scope moves only the stem's.
-    scoped = build_model("cifar10", "resnet50", init="zero_normal_bn", seed=0,
+    scoped = build_model("cifar10", "resnet50", scheme="zero_normal_bn", seed=0,
                          initialized_layers=("stem_conv", "logits"))
     assert numpy(scoped.get_layer("stem_bn").beta).std() > 0.5
     assert not numpy(scoped.get_layer("stage1_block1_bn2").beta).any()
@@ -155,7 +155,7 @@ CENSUS = dict(dataset="cifar10", model=("cnn",), epochs=1, max_steps=12, grad_fi
 
 @pytest.mark.slow
 def test_the_runner_warns_records_the_check_and_the_census(tmp_path, cifar10, capsys):
-    grid = Grid.make(init=("zero_normal", "zero_normal_bn"), output_dir=str(tmp_path),
+    grid = Grid.make(scheme=("zero_normal", "zero_normal_bn"), output_dir=str(tmp_path),
                      experiment="census_cnn", **CENSUS)
     run_grid(grid, arrays=cifar10, verbose=0)
     err = capsys.readouterr().err
@@ -203,7 +203,7 @@ def test_the_runner_warns_records_the_check_and_the_census(tmp_path, cifar10, ca
 def test_bn_epsilon_names_the_variant_and_reaches_every_batch_norm():
     from kzero.train import build_run_model
 
-    config = RunConfig(dataset="cifar10", model="cnn", init="zero_normal", bias_scale=1.0)
+    config = RunConfig(dataset="cifar10", model="cnn", scheme="zero_normal", bias_scale=1.0)
     larger = config.replace(bn_epsilon=1e-3)
     assert (config.variant, larger.variant) == ("cnn_zero_normal_x1",
                                                 "cnn_zero_normal_x1_bn_eps0.001")
@@ -227,6 +227,6 @@ def test_exact_mean_centres_a_constant_channel_exactly_and_changes_nothing_else(
     np.testing.assert_allclose(out_exact[..., 1], out_plain[..., 1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(numpy(exact.moving_variance), numpy(plain.moving_variance),
                                rtol=1e-5, atol=1e-9)
-    config = RunConfig(dataset="cifar10", model="cnn", init="zero_normal", bias_scale=1.0,
+    config = RunConfig(dataset="cifar10", model="cnn", scheme="zero_normal", bias_scale=1.0,
                        bn_exact_mean=True)
     assert config.variant == "cnn_zero_normal_x1_exact_bn_mean"

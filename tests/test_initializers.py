@@ -127,7 +127,7 @@ def test_unknown_scheme_lists_valid_names():
 
 @pytest.mark.parametrize("init", ["lecun", "zero_normal", "zero_uniform"])
 def test_model_saved_and_reloaded_with_identical_weights(tmp_path, init):
-    model = build_model("mnist", "cnn", init=init, seed=11)
+    model = build_model("mnist", "cnn", scheme=init, seed=11)
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     reloaded = keras.saving.load_model(path)
@@ -249,14 +249,14 @@ def _gammas(model):
 # projections and the stem included, keeps 1.
 @pytest.mark.parametrize("model,last", [("resnet20", "bn2"), ("resnet50", "bn3")])
 def test_zero_gamma_zeroes_the_last_batch_norm_of_each_residual_branch(model, last):
-    zero_gamma = build_model("cifar10", model, init="zero_gamma", seed=2)
+    zero_gamma = build_model("cifar10", model, scheme="zero_gamma", seed=2)
     gammas = _gammas(zero_gamma)
     zeroed = {name for name, gamma in gammas.items() if not gamma.any()}
     assert zeroed == {name for name in gammas if name.endswith(f"_{last}")}
     assert len(zeroed) == {"resnet20": 9, "resnet50": 16}[model]
     assert all((gamma == 1).all() for name, gamma in gammas.items() if name not in zeroed)
     # Its kernels and biases are lecun's.
-    lecun = build_model("cifar10", model, init="lecun", seed=2)
+    lecun = build_model("cifar10", model, scheme="lecun", seed=2)
     for ours, theirs in zip(zero_gamma.weights, lecun.weights):
         if "gamma" not in ours.path:
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),

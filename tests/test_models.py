@@ -32,7 +32,7 @@ def weighted_layers(model):
 
 @pytest.fixture(scope="module")
 def resnet_zero_normal():
-    return build_model("cifar10", "resnet50", init="zero_normal", seed=0)
+    return build_model("cifar10", "resnet50", scheme="zero_normal", seed=0)
 
 
 @pytest.mark.parametrize("dataset,model", list(COUNTS))
@@ -52,7 +52,7 @@ def test_every_resnet_conv_and_dense_gets_the_scheme(resnet_zero_normal):
 
 
 def test_paper_code_scope_only_reaches_stem_and_logits():
-    model = build_model("cifar10", "resnet50", init="zero_normal", seed=0,
+    model = build_model("cifar10", "resnet50", scheme="zero_normal", seed=0,
                         initialized_layers=("stem_conv", "logits"))
     zeroed = {layer.name for layer in weighted_layers(model) if not numpy(layer.kernel).any()}
     assert zeroed == {"stem_conv", "logits"}
@@ -80,7 +80,7 @@ NUMPY_ACTIVATIONS = {
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_activation_is_a_parameter(activation):
-    model = build_model("mnist", "fnn", init="lecun", activation=activation, seed=2)
+    model = build_model("mnist", "fnn", scheme="lecun", activation=activation, seed=2)
     x = np.random.default_rng(0).uniform(-10, 10, (2, 28, 28, 1)).astype("float32")
     dense1, logits = model.get_layer("dense1"), model.get_layer("logits")
     kernel, bias = numpy(dense1.kernel).astype(np.float64), numpy(dense1.bias).astype(np.float64)
@@ -103,14 +103,14 @@ def test_cifar_cnn_has_elu_after_every_conv_and_pool_then_bn():
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
-    a, b, c = (build_model("mnist", "fnn", init="lecun", seed=s) for s in (1, 1, 2))
+    a, b, c = (build_model("mnist", "fnn", scheme="lecun", seed=s) for s in (1, 1, 2))
     for wa, wb, wc in zip(a.weights, b.weights, c.weights):
         np.testing.assert_array_equal(numpy(wa), numpy(wb))
         assert not np.array_equal(numpy(wa), numpy(wc))
 
 
 def test_layers_get_distinct_seeds():
-    model = build_model("cifar10", "fnn", init="zero_normal", seed=0)
+    model = build_model("cifar10", "fnn", scheme="zero_normal", seed=0)
     biases = [numpy(model.get_layer(name).bias)[:128] for name in ("dense1", "dense2", "dense3")]
     assert not np.array_equal(biases[0], biases[1])
     assert not np.array_equal(biases[1], biases[2])
@@ -122,7 +122,7 @@ def test_layers_get_distinct_seeds():
     (dict(dataset="svhn", model="fnn"), "valid: mnist, cifar10"),
     (dict(dataset="mnist", model="vgg"), "valid: logreg, fnn, cnn, resnet50"),
     (dict(dataset="mnist", model="fnn", activation="gelu"), "valid: elu, relu"),
-    (dict(dataset="mnist", model="fnn", init="xavier"), "valid: lecun, zero"),
+    (dict(dataset="mnist", model="fnn", scheme="xavier"), "valid: lecun, zero"),
 ])
 def test_bad_choices_name_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -153,7 +153,7 @@ def test_zero_weight_cifar_cnn_has_finite_gradients(cifar10):
     from kzero.pipelines import probe_batch
     from kzero.train import compile_run_model
 
-    model = compile_run_model(build_model("cifar10", "cnn", init="zero_normal", seed=0),
+    model = compile_run_model(build_model("cifar10", "cnn", scheme="zero_normal", seed=0),
                               RunConfig())
     grads = gradient_function(model)(*probe_batch(cifar10, 128))
     assert all(np.isfinite(g).all() for g in grads)
@@ -185,7 +185,7 @@ from kzero.initializers import weighted_layers
 weights = {}
 for dataset, model, init in [("mnist", "cnn", "lecun"), ("mnist", "cnn", "zero_normal"),
                              ("mnist", "cnn", "zero_uniform"), ("cifar10", "resnet50", "lecun")]:
-    built = kzero.build_model(dataset, model, init=init, seed=3)
+    built = kzero.build_model(dataset, model, scheme=init, seed=3)
     for layer in weighted_layers(built):
         for variable in (layer.kernel, layer.bias):
             weights[f"{model}/{init}/{layer.name}/{variable.name}"] = (
@@ -224,7 +224,7 @@ def test_one_seed_gives_bit_identical_initial_weights_under_every_backend(tmp_pa
 def test_resnet_stride_2_convolution_pads_one_pixel_on_every_side():
     """The stride-2 3x3 convs against NumPy with PyTorch's padding=1 (the
     paper's code): Keras' "same" would pad only the bottom and right."""
-    model = build_model("cifar10", "resnet50", init="lecun", seed=0)
+    model = build_model("cifar10", "resnet50", scheme="lecun", seed=0)
     pad, conv = model.get_layer("stage2_block1_conv2_pad"), model.get_layer("stage2_block1_conv2")
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 128)).astype(np.float32)
     ours = numpy(conv(pad(x)))

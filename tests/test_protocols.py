@@ -93,7 +93,7 @@ def test_fixed_order_reuses_one_order_every_epoch(mnist):
 @pytest.mark.slow
 @pytest.mark.once
 def test_a_holdout_run_writes_validation_metrics_to_csv_and_tensorboard(tmp_path, data_dir):
-    run_cli(flagfile("mnist_fnn"), "--inits=zero_normal", "--runs=1", "--epochs=2",
+    run_cli(flagfile("mnist_fnn"), "--scheme=zero_normal", "--runs=1", "--epochs=2",
             "--max_examples=9048", "--protocol=paper_code", "--norecord_symmetry",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
     (workdir,) = run_dirs(tmp_path / "mnist_fnn")
@@ -114,7 +114,7 @@ def test_a_holdout_run_writes_validation_metrics_to_csv_and_tensorboard(tmp_path
 
 @pytest.mark.slow
 def test_holdout_accuracy_is_the_models_accuracy_on_the_held_out_images(tmp_path, mnist):
-    config = RunConfig(init="zero_normal", bias_scale=1.0, epochs=1, max_examples=3000,
+    config = RunConfig(scheme="zero_normal", bias_scale=1.0, epochs=1, max_examples=3000,
                        holdout=1000, record_gradients=False, record_symmetry=False)
     model, _ = train(config, str(tmp_path), mnist, verbose=0)
     held = run_arrays(config, mnist)
@@ -190,7 +190,7 @@ def test_every_pipeline_pads_crops_with_the_fill(cifar10, pipeline):
 def test_the_runner_says_when_the_protocol_sets_the_epochs(tmp_path, mnist, capsys):
     from kzero.grid import run_grid
 
-    grid = Grid.make(protocol="paper_code", model=("logreg", "fnn"), init=("lecun",), runs=1,
+    grid = Grid.make(protocol="paper_code", model=("logreg", "fnn"), scheme=("lecun",), runs=1,
                      experiment="mnist_logreg",
                      epochs=15, max_examples=8000, holdout=0, output_dir=str(tmp_path),
                      record_gradients=False, record_symmetry=False)

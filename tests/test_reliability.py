@@ -25,7 +25,7 @@ def kzero_run(*argv, **kwargs):
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, data_dir):
-    argv = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--epochs=4", "--runs=1",
+    argv = ["--dataset=mnist", "--model=fnn", "--scheme=zero_normal", "--epochs=4", "--runs=1",
             "--max_examples=12000", f"--data_dir={data_dir}"]
     workdir = tmp_path / "killed" / "mnist_fnn" / "fnn_zero_normal_x1" / "seed_0"
     process = kzero_run(*argv, f"--output_dir={tmp_path / 'killed'}")
@@ -71,7 +71,7 @@ def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
 def test_a_killed_parallel_group_resumes_and_matches_an_uninterrupted_group(tmp_path, data_dir):
     from kzero.parallel import GROUP_CHECKPOINT
 
-    argv = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--epochs=3", "--runs=2",
+    argv = ["--dataset=mnist", "--model=fnn", "--scheme=zero_normal", "--epochs=3", "--runs=2",
             "--parallel_runs=2", "--max_examples=10000", f"--data_dir={data_dir}"]
     variant = tmp_path / "killed" / "mnist_fnn" / "fnn_zero_normal_x1"
     process = kzero_run(*argv, f"--output_dir={tmp_path / 'killed'}")
@@ -111,7 +111,7 @@ def test_an_unreadable_group_checkpoint_is_kept_aside_and_the_group_trains_again
     from kzero.grid import run_grid
     from kzero.parallel import GROUP_CHECKPOINT
 
-    grid = Grid.make(init=("zero_normal",), runs=2, epochs=1, max_examples=2048,
+    grid = Grid.make(scheme=("zero_normal",), runs=2, epochs=1, max_examples=2048,
                      parallel_runs=2, output_dir=str(tmp_path / "runs"), experiment="faulty",
                      record_gradients=False, record_symmetry=False, record_activations=False)
     run_grid(grid, arrays=mnist, verbose=0)
@@ -144,7 +144,7 @@ def receive_sigint_as_from_a_terminal():
 
 @pytest.mark.slow
 def test_interrupt_exits_cleanly_and_keeps_finished_epochs(tmp_path, data_dir):
-    argv = ["--dataset=mnist", "--model=fnn", "--inits=lecun", "--epochs=20", "--runs=1",
+    argv = ["--dataset=mnist", "--model=fnn", "--scheme=lecun", "--epochs=20", "--runs=1",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
     workdir = tmp_path / "mnist_fnn" / "fnn_lecun" / "seed_0"
     process = kzero_run(*argv, preexec_fn=receive_sigint_as_from_a_terminal)
@@ -161,7 +161,7 @@ def test_interrupt_exits_cleanly_and_keeps_finished_epochs(tmp_path, data_dir):
 
 
 def config(**overrides):
-    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+    config = dict(dataset="mnist", model="fnn", scheme="zero_normal", bias_scale=1.0,
                   activation="elu", seed=3, epochs=2, batch_size=128, learning_rate=1e-3,
                   max_examples=4096)
     config.update(overrides)
@@ -182,7 +182,7 @@ def test_same_seed_gives_identical_metrics(tmp_path, mnist):
 @pytest.mark.slow
 def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
     # Biases N(0, 1) x 1e38 overflow float32 at once: the loss is NaN from step 1.
-    process = kzero_run("--dataset=mnist", "--model=fnn", "--inits=zero_normal,lecun",
+    process = kzero_run("--dataset=mnist", "--model=fnn", "--scheme=zero_normal,lecun",
                         "--bias_scales=1e38", "--epochs=3", "--runs=1", "--max_examples=512",
                         f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
     output = process.communicate(timeout=300)[0]
@@ -201,7 +201,7 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
 @pytest.mark.slow
 @pytest.mark.once
 def test_two_runners_on_one_output_dir_train_each_run_once(tmp_path, data_dir):
-    argv = ["--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--epochs=2",
+    argv = ["--dataset=mnist", "--model=logreg", "--scheme=lecun,zero", "--epochs=2",
             "--runs=2", "--max_examples=2048", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}"]
     first, second = kzero_run(*argv), kzero_run(*argv)
@@ -252,7 +252,7 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, m
     from kzero.config import Grid
     from kzero.grid import run_grid
 
-    grid = Grid.make(init=("zero_normal",), runs=2, epochs=2, max_examples=4096,
+    grid = Grid.make(scheme=("zero_normal",), runs=2, epochs=2, max_examples=4096,
                      output_dir=str(tmp_path / "runs"), experiment="faulty",
                      record_gradients=False, record_symmetry=False)
     # A real checkpoint after epoch 1: a finished 1-epoch run's model, truncated.
@@ -280,7 +280,7 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_the_grid_goes_on(tmp_path, m
 def _tiny_grid(tmp_path, **overrides):
     from kzero.config import Grid
 
-    settings = dict(model=("logreg",), init=("zero_normal",), runs=3, epochs=2,
+    settings = dict(model=("logreg",), scheme=("zero_normal",), runs=3, epochs=2,
                     max_examples=256, batch_size=64, output_dir=str(tmp_path / "runs"),
                     experiment="tiny", record_symmetry=False, record_activations=False)
     return Grid.make(**{**settings, **overrides})
@@ -370,7 +370,7 @@ def test_a_full_disk_is_one_line_leaves_no_partial_file_and_a_rerun_resumes(
         return real_save(model, filepath, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "save", save_onto_a_disk_that_fills_up)
-    argv = ["--experiment=full", "--dataset=mnist", "--model=logreg", "--inits=zero_normal",
+    argv = ["--experiment=full", "--dataset=mnist", "--model=logreg", "--scheme=zero_normal",
             "--epochs=3", "--runs=1", "--max_examples=256", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}"]
     code, _, err = run_cli_exit(capsys, *argv)

@@ -194,7 +194,7 @@ def test_both_protocols_side_by_side_with_what_each_moves(tmp_path):
         suffix = "" if protocol == "paper_text" else "_paper_code"
         for seed, final in enumerate(values):
             make_run(runs, "cifar_fnn", variant + suffix, seed, [0.3] * 14 + [final], epochs=15,
-                     dataset="cifar10", protocol=protocol, init=variant.split("_", 1)[1][:4])
+                     dataset="cifar10", protocol=protocol, scheme=variant.split("_", 1)[1][:4])
     make_run(runs, "cifar_fnn", "fnn_lecun_holdout7000", 0, [0.3, 0.4], epochs=2,
              dataset="cifar10", holdout=7000)
     report([str(runs)], str(tmp_path / "out"))
@@ -234,7 +234,7 @@ def test_runs_drawn_with_the_backends_own_init_are_marked(tmp_path):
 def test_a_fresh_two_epoch_run_is_shown_and_not_compared(tmp_path, data_dir):
     from test_run import flagfile, run_cli
 
-    run_cli(flagfile("cifar_fnn"), "--inits=lecun,zero_normal", "--runs=1", "--epochs=2",
+    run_cli(flagfile("cifar_fnn"), "--scheme=lecun,zero_normal", "--runs=1", "--epochs=2",
             "--max_examples=2048", "--norecord_symmetry", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path / 'runs'}")
     report([str(tmp_path / "runs")], str(tmp_path / "out"))
@@ -313,7 +313,7 @@ def test_the_depth_study_says_where_awakening_departs_from_one_layer_per_step(tm
             for seed in range(3):
                 workdir = make_run(tmp_path, "beyond_depth", variant, seed,
                                    [0.85, 0.95] if init == "lecun" or depth == 2 else [0.5, 0.6],
-                                   epochs=2, model="mlp", depth=depth, width=256, init=init,
+                                   epochs=2, model="mlp", depth=depth, width=256, scheme=init,
                                    bias_scale=None if init == "lecun" else 1.0)
                 names = [f"dense{i}" for i in range(1, depth + 1)] + ["logits"]
                 steps = {n: 1 for n in names} if init == "lecun" else {
@@ -339,7 +339,7 @@ def test_the_bias_scale_study_finds_the_onset_of_instability(tmp_path):
     for scale, accuracy in curves.items():
         for seed in range(2):
             workdir = make_run(tmp_path, "beyond_bias_scale", f"fnn_zero_normal_x{scale:g}",
-                               seed, accuracy, runs=2, model="fnn", init="zero_normal",
+                               seed, accuracy, runs=2, model="fnn", scheme="zero_normal",
                                bias_scale=scale)
             write_csv(os.path.join(workdir, "activations.csv"),
                       ["step", "layer", "pre_mean", "pre_std", "pre_max_abs",
@@ -365,7 +365,7 @@ def test_the_gap_studies_say_what_moves_the_gap(tmp_path):
         variant = f"fnn_{init}" + ("_x1" if init != "lecun" else "") + f"_lr{rate:g}"
         for seed, value in enumerate(values):
             make_run(tmp_path, "beyond_gap_lr_mnist", variant, seed, [0.5, value], epochs=2,
-                     model="fnn", init=init, learning_rate=rate, learning_rates=[1e-4, 1e-3],
+                     model="fnn", scheme=init, learning_rate=rate, learning_rates=[1e-4, 1e-3],
                      bias_scale=None if init == "lecun" else 1.0)
     report([str(tmp_path)], str(tmp_path / "out"))
     text = (tmp_path / "out" / "report.md").read_text()
@@ -445,7 +445,7 @@ def test_a_planned_variant_that_never_started_is_named(tmp_path, data_dir, capsy
     from test_run import run_cli
 
     # Shard 0 of 2 trains every 2nd run of the grid: the lecun variant only.
-    run_cli("--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--runs=1",
+    run_cli("--dataset=mnist", "--model=logreg", "--scheme=lecun,zero", "--runs=1",
             "--epochs=1", "--max_examples=128", "--shard=0/2", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path / 'runs'}")
     capsys.readouterr()
@@ -480,7 +480,7 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
     for variant, (init, seeds) in curves.items():
         for seed, accuracies in enumerate(seeds):
             workdir = make_run(runs, "family_mnist_fnn", variant, seed, accuracies, runs=2,
-                               model="fnn", init=init)
+                               model="fnn", scheme=init)
             write_json(os.path.join(workdir, "summary.json"), {
                 "wall_seconds": 3.0,
                 "awakening_step": {"dense1": 1 if init == "lecun" else 2 + seed, "logits": 1},

@@ -25,7 +25,7 @@ from conftest import REPO
 
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
 # A run's config.json: its settings, and its provenance in a block of its own.
-CONFIG_KEYS = {"dataset", "model", "init", "bias_scale", "activation", "seed", "epochs",
+CONFIG_KEYS = {"dataset", "model", "scheme", "bias_scale", "activation", "seed", "epochs",
                "batch_size", "learning_rate", "data_dir", "provenance"}
 PROVENANCE_KEYS = {"backend", "versions", "runs", "sweep", "experiment", "input_pipeline",
                    "command", "host", "accelerator", "init_stream", "parallel_group"}
@@ -62,7 +62,7 @@ CENSUS = {"census_cnn": (4 * 3, 30), "census_cnn_backends": (3, 30),
           "census_resnet50": (4, 10)}
 
 # The residual grids this CPU trains to the end (docs/results): variants x 3 seeds.
-RESIDUAL = {"cifar_resnet20": 5 * 3, "family_resnet20": 2 * 3}
+RESIDUAL = {"cifar_resnet20": 5 * 3, "cifar_resnet20_paper_code": 3, "family_resnet20": 2 * 3}
 
 # The family's members that change the architecture, on ResNet-50, for a GPU.
 FAMILY_GPU = {"family_resnet50": 2 * 5}
@@ -162,7 +162,7 @@ def test_the_beyond_flagfiles_make_their_grids_and_the_deepest_mlp_trains(tmp_pa
             flags.FLAGS(["kzero.run", flagfile(name)])
             grid = run.config_from_flags()
         assert len(expand(grid)) == runs and grid.experiment_name == name, name
-    run_cli(flagfile("beyond_depth"), "--depth=2,32", "--inits=zero_normal", "--epochs=1",
+    run_cli(flagfile("beyond_depth"), "--depth=2,32", "--scheme=zero_normal", "--epochs=1",
             "--runs=1", "--max_examples=256", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}")
     dirs = run_dirs(tmp_path / "beyond_depth")
@@ -178,7 +178,7 @@ def check_run_dir(workdir, epochs, backend=None):
     assert CONFIG_KEYS <= set(config) and PROVENANCE_KEYS <= set(provenance)
     assert provenance["backend"] == (backend or keras.backend.backend())
     assert provenance["versions"]["keras"] == keras.__version__
-    assert isinstance(config["model"], str) and isinstance(config["init"], str)
+    assert isinstance(config["model"], str) and isinstance(config["scheme"], str)
     assert workdir.endswith(f"seed_{config['seed']}")
     rows = read_csv(os.path.join(workdir, "metrics.csv"))
     assert list(rows[0]) == METRICS_COLUMNS
@@ -200,7 +200,7 @@ def check_run_dir(workdir, epochs, backend=None):
 @pytest.mark.slow
 @pytest.mark.once
 def test_resnet50_flagfile_trains_steps(tmp_path, data_dir):
-    run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--inits=lecun",
+    run_cli(flagfile("cifar_resnet50"), "--epochs=1", "--runs=1", "--scheme=lecun",
             "--max_examples=32", "--batch_size=16", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}")
     (workdir,) = run_dirs(tmp_path / "cifar_resnet50")
@@ -219,12 +219,12 @@ FAMILIES = [("mnist", "logreg"), ("mnist", "fnn"), ("mnist", "mlp"), ("mnist", "
 def test_each_model_family_learns_from_a_few_hundred_examples(tmp_path, data_dir, dataset,
                                                                model):
     run_cli("--experiment=family", f"--dataset={dataset}", f"--model={model}",
-            "--inits=zero_normal", "--epochs=2", "--runs=1", "--max_examples=320",
+            "--scheme=zero_normal", "--epochs=2", "--runs=1", "--max_examples=320",
             "--batch_size=32", "--parallel_runs=1", "--nosave_model",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}")
     (workdir,) = run_dirs(tmp_path / "family")
     config, rows = check_run_dir(workdir, epochs=2)
-    assert (config["dataset"], config["model"], config["init"]) == (dataset, model,
+    assert (config["dataset"], config["model"], config["scheme"]) == (dataset, model,
                                                                      "zero_normal")
     losses = [float(row["loss"]) for row in rows]
     assert np.isfinite(losses).all() and losses[1] < losses[0], losses
@@ -238,7 +238,7 @@ def test_each_model_family_learns_from_a_few_hundred_examples(tmp_path, data_dir
 
 
 def fnn_config(init, **overrides):
-    config = dict(dataset="mnist", model="fnn", init=init, bias_scale=1.0, activation="elu",
+    config = dict(dataset="mnist", model="fnn", scheme=init, bias_scale=1.0, activation="elu",
                   seed=0, epochs=1, batch_size=128, learning_rate=1e-3)
     config.update(overrides)
     return config
@@ -325,7 +325,7 @@ def test_tensorboard_scalars_read_back_with_tensorboards_reader(tmp_path, mnist)
 @pytest.mark.slow
 def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
         tmp_path, data_dir, capsys):
-    argv = [flagfile("mnist_fnn"), "--epochs=2", "--runs=2", "--inits=zero_uniform",
+    argv = [flagfile("mnist_fnn"), "--epochs=2", "--runs=2", "--scheme=zero_uniform",
             "--bias_scales=0.5", "--max_examples=256", "--seed=7",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
     run_cli(*argv)
@@ -333,7 +333,7 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     assert [os.path.relpath(d, tmp_path) for d in dirs] == [
         "mnist_fnn/fnn_zero_uniform_x0.5/seed_7", "mnist_fnn/fnn_zero_uniform_x0.5/seed_8"]
     config, _ = check_run_dir(dirs[0], epochs=2)
-    assert (config["init"], config["bias_scale"], config["epochs"]) == ("zero_uniform", 0.5, 2)
+    assert (config["scheme"], config["bias_scale"], config["epochs"]) == ("zero_uniform", 0.5, 2)
     before = os.path.getmtime(os.path.join(dirs[0], "metrics.csv"))
     capsys.readouterr()
     run_cli(*argv)
@@ -353,6 +353,8 @@ def test_flags_after_the_flagfile_override_it_and_finished_runs_are_skipped(
     (["--seed=-1"], "--seed=-1: must be 0 or more"),
     (["--learning_rate=0"], "--learning_rate=0: must be a positive number"),
     (["--inits=xavier"], "--inits=xavier: not valid; choose from lecun, zero, zero_normal"),
+    (["--scheme=xavier"], "--scheme=xavier: not valid; choose from lecun, zero, zero_normal"),
+    (["--init=lecun,xavier"], "--init=xavier: not valid; choose from lecun, zero, zero_normal"),
     (["--activation=gelu"], "--activation=gelu: not valid; choose from elu"),
     (["--bias_scales=1,0"], "--bias_scales=0: must be a positive number"),
     (["--depth=4,8"], "--depth=4,8: none of the models takes a depth; only mlp do"),
@@ -462,7 +464,7 @@ def test_help_and_docs_flags_md_show_every_flag_once_by_purpose():
     # No empty default shows as '' (--depth); an older spelling is named beside its flag.
     help_text = run.flags_help()
     assert "--depth=none" in help_text and "''" not in help_text
-    assert "--init=lecun,zero_normal,zero_uniform (also --inits)" in help_text
+    assert "--scheme=lecun,zero_normal,zero_uniform (also --init, --inits)" in help_text
 
 
 def grid_of(*argv):
@@ -472,18 +474,21 @@ def grid_of(*argv):
         return run.config_from_flags()
 
 
-def test_the_older_plural_flag_spellings_make_the_same_grid():
+def test_the_older_flag_spellings_make_the_same_grid():
     from kzero.config import AXES
     from kzero.grid import expand
 
     older = grid_of("--inits=lecun,zero_normal", "--bias_scales=0.5,2",
                     "--learning_rates=3e-4,1e-3", "--precisions=float32,mixed_bfloat16",
                     "--runs=2")
-    newer = grid_of("--init=lecun,zero_normal", "--bias_scale=0.5,2",
+    newer = grid_of("--scheme=lecun,zero_normal", "--bias_scale=0.5,2",
                     "--learning_rate=3e-4,1e-3", "--precision=float32,mixed_bfloat16",
                     "--runs=2")
-    assert older.axes == newer.axes == {
-        "model": ("fnn",), "init": ("lecun", "zero_normal"), "bias_scale": (0.5, 2.0),
+    singular = grid_of("--init=lecun,zero_normal", "--bias_scale=0.5,2",
+                       "--learning_rate=3e-4,1e-3", "--precision=float32,mixed_bfloat16",
+                       "--runs=2")
+    assert older.axes == newer.axes == singular.axes == {
+        "model": ("fnn",), "scheme": ("lecun", "zero_normal"), "bias_scale": (0.5, 2.0),
         "learning_rate": (3e-4, 1e-3), "precision": ("float32", "mixed_bfloat16")}
     assert [(r.variant, r.seed) for r in expand(older)] == [
         (r.variant, r.seed) for r in expand(newer)]
@@ -493,7 +498,7 @@ def test_the_older_plural_flag_spellings_make_the_same_grid():
         return {name: value for name, value in config.settings().items() if name not in AXES}
 
     assert shared(grid_of().base) == shared(RunConfig())
-    assert grid_of().axes == {"model": ("fnn",), "init": ("lecun", "zero_normal",
+    assert grid_of().axes == {"model": ("fnn",), "scheme": ("lecun", "zero_normal",
                                                           "zero_uniform"),
                               "bias_scale": (1.0,), "learning_rate": (1e-3,),
                               "precision": ("float32",)}
@@ -533,7 +538,7 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
     env = dict(os.environ, PYTHONPATH=str(tmp_path), KERAS_BACKEND=backend)
     result = subprocess.run(
         [sys.executable, "-m", "kzero.run", "--dataset=cifar10", "--model=cnn",
-         "--inits=zero_normal", "--epochs=2", "--runs=1", "--max_examples=256",
+         "--scheme=zero_normal", "--epochs=2", "--runs=1", "--max_examples=256",
          f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'out'}"],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -553,7 +558,7 @@ def test_runs_without_tensorflow(tmp_path, data_dir, backend):
 @pytest.mark.skipif(has_tensorflow(), reason="checks an install without TensorFlow")
 def test_a_tensorflow_free_install_trains(tmp_path, data_dir, capsys):
     """test_runs_without_tensorflow's assertions, where TensorFlow is really absent."""
-    run_cli("--dataset=cifar10", "--model=cnn", "--inits=zero_normal", "--epochs=2", "--runs=1",
+    run_cli("--dataset=cifar10", "--model=cnn", "--scheme=zero_normal", "--epochs=2", "--runs=1",
             "--max_examples=64", "--batch_size=32", "--norecord_symmetry",
             "--norecord_activations", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path / 'out'}")
@@ -573,7 +578,7 @@ def test_a_tensorflow_free_install_trains(tmp_path, data_dir, capsys):
 def test_shards_cover_the_grid_once_and_the_report_merges_them(tmp_path, data_dir):
     from kzero.analysis.report import report
 
-    common = ["--dataset=mnist", "--model=logreg", "--inits=lecun,zero", "--runs=3",
+    common = ["--dataset=mnist", "--model=logreg", "--scheme=lecun,zero", "--runs=3",
               "--epochs=1", "--max_examples=512", f"--data_dir={data_dir}"]
     shards = [tmp_path / f"shard_{i}" for i in range(2)]
     for i, out in enumerate(shards):
@@ -625,7 +630,7 @@ print(json.dumps({"devices": jax.device_count(),
 def test_data_parallel_on_two_devices_matches_one_device(tmp_path, data_dir, mnist):
     # A whole MNIST epoch (469 steps), the shape at which Keras' threaded
     # batch-end dispatch made XLA abort the process (kzero.callbacks.SynchronousBatchEnd).
-    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+    config = dict(dataset="mnist", model="fnn", scheme="zero_normal", bias_scale=1.0,
                   activation="elu", seed=3, epochs=1, batch_size=128, learning_rate=1e-3)
     train(config, str(tmp_path / "one"), mnist, verbose=0)
     env = dict(os.environ, KERAS_BACKEND="jax",
@@ -645,7 +650,7 @@ def test_data_parallel_on_two_devices_matches_one_device(tmp_path, data_dir, mni
 
 @pytest.mark.slow
 def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
-    config = dict(dataset="mnist", model="fnn", init="lecun", bias_scale=None, activation="elu",
+    config = dict(dataset="mnist", model="fnn", scheme="lecun", bias_scale=None, activation="elu",
                   seed=0, epochs=1, batch_size=128, learning_rate=1e-3, max_examples=2048,
                   precision="mixed_bfloat16")
     model, summary = train(config, str(tmp_path), mnist, verbose=0)
@@ -659,7 +664,7 @@ def test_mixed_bfloat16_computes_in_16_bits_and_still_learns(tmp_path, mnist):
 def test_jit_compile_either_way_trains_to_the_same_metrics(tmp_path, mnist):
     # The setting that "auto" does not pick here: eager under jax, XLA under
     # tensorflow on a CPU, torch.compile under torch.
-    config = dict(dataset="mnist", model="fnn", init="zero_normal", bias_scale=1.0,
+    config = dict(dataset="mnist", model="fnn", scheme="zero_normal", bias_scale=1.0,
                   activation="elu", seed=3, epochs=2, batch_size=128, learning_rate=1e-3,
                   max_examples=1024, record_gradients=False, record_symmetry=False)
     auto_model, _ = train(config, str(tmp_path / "auto"), mnist, verbose=0)
@@ -677,7 +682,7 @@ def test_jit_compile_either_way_trains_to_the_same_metrics(tmp_path, mnist):
 def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
     # 2,000 examples end in a partial batch of 80, as MNIST and CIFAR-10 do:
     # Keras' per-output losses under tensorflow weigh it like a whole batch.
-    common = ["--dataset=mnist", "--model=fnn", "--inits=lecun,zero_normal", "--runs=2",
+    common = ["--dataset=mnist", "--model=fnn", "--scheme=lecun,zero_normal", "--runs=2",
               "--epochs=2", "--max_examples=2000", f"--data_dir={data_dir}"]
     run_cli(*common, f"--output_dir={tmp_path / 'alone'}")
     # The device pipeline's batches are the numpy pipeline's: the results stay equal.
@@ -732,7 +737,7 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
 @pytest.mark.slow
 def test_a_group_honours_precision_optimizer_and_activation(tmp_path, data_dir):
     # Under tensorflow a group once trained in float32 whatever --precision said.
-    common = ["--dataset=mnist", "--model=fnn", "--inits=zero_normal", "--runs=2", "--epochs=1",
+    common = ["--dataset=mnist", "--model=fnn", "--scheme=zero_normal", "--runs=2", "--epochs=1",
               "--max_examples=1024", "--norecord_gradients", "--norecord_symmetry",
               "--precision=mixed_bfloat16", "--optimizer=momentum", "--learning_rate=0.01",
               "--activation=tanh", f"--data_dir={data_dir}"]

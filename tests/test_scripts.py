@@ -28,7 +28,7 @@ def run_script(*argv, env=None, returncode=0):
                                      pytest.param("keras_fit", marks=pytest.mark.once)])
 def test_bench_prints_one_json_line(data_dir, against):
     output = run_script("scripts/bench.py", f"--data_dir={data_dir}", f"--against={against}",
-                        "--init=lecun", "--max_examples=512", "--epochs=2", "--repeats=1")
+                        "--scheme=lecun", "--max_examples=512", "--epochs=2", "--repeats=1")
     result = json.loads(output.strip().splitlines()[-1])
     assert result["backend"] == keras.backend.backend()
     other = "plain" if against.startswith("no_") else against
@@ -102,7 +102,7 @@ def test_grid_bench_counts_the_arithmetic_and_times_both_ways(data_dir):
     assert forward_flops(build_model("mnist", "cnn")) == 2 * (
         28 * 28 * 25 * 16 + 28 * 28 * 25 * 16 * 32 + 28 * 28 * 32 * 10)
     output = run_script("scripts/bench_grid.py", "--flagfile=mnist_fnn", "--epochs=1",
-                        "--runs=2", "--inits=lecun,zero_normal", "--max_examples=512",
+                        "--runs=2", "--scheme=lecun,zero_normal", "--max_examples=512",
                         "--norecord_symmetry", f"--data_dir={data_dir}")
     result = json.loads(output.strip().splitlines()[-1])
     assert (result["runs"], result["group_size"]) == (4, "auto")

@@ -207,7 +207,7 @@ def _depth(runs_by_variant, out):
     cells = {}
     for runs in runs_by_variant.values():
         for run in runs:
-            key = (run.config.depth, run.config.init, run.config.bias_scale)
+            key = (run.config.depth, run.config.scheme, run.config.bias_scale)
             cells.setdefault(key, []).append(run)
     depths = sorted({d for d, _, _ in cells})
     schemes = sorted({(i, s) for _, i, s in cells}, key=lambda k: (k[0] != "lecun", k[0]))
@@ -372,10 +372,10 @@ def _gap(runs_by_variant, out, kind):
     rows, lines = [], []
     if kind == "epochs":
         epochs = sorted({e for e in (paper_epochs, max(run.config.epochs for run in runs)) if e})
-        gaps = {e: _gap_of(_at_epoch(select(init="lecun"), e),
-                           _at_epoch(select(init="zero_normal"), e)) for e in epochs}
-        rows = [f"| {e} | {interval_of(_at_epoch(select(init='lecun'), e))} | "
-                f"{interval_of(_at_epoch(select(init='zero_normal'), e))} | "
+        gaps = {e: _gap_of(_at_epoch(select(scheme="lecun"), e),
+                           _at_epoch(select(scheme="zero_normal"), e)) for e in epochs}
+        rows = [f"| {e} | {interval_of(_at_epoch(select(scheme='lecun'), e))} | "
+                f"{interval_of(_at_epoch(select(scheme='zero_normal'), e))} | "
                 f"{_gap_text(gaps[e])} |" for e in epochs]
         head = ["| epoch | lecun | zero_normal | lecun - zero_normal |",
                 "| --- | --- | --- | --- |"]
@@ -387,7 +387,7 @@ def _gap(runs_by_variant, out, kind):
         rates = sorted({run.config.learning_rate for run in runs})
 
         def finals(init, rate):
-            return [x.accuracy[-1] for x in _healthy(select(init=init, learning_rate=rate))]
+            return [x.accuracy[-1] for x in _healthy(select(scheme=init, learning_rate=rate))]
 
         gaps = {r: _gap_of(finals("lecun", r), finals("zero_normal", r)) for r in rates}
         rows = [f"| {r:g} | {interval_of(finals('lecun', r))} | "
@@ -401,12 +401,12 @@ def _gap(runs_by_variant, out, kind):
                                  f"paper's 0.001, by {_moves(gaps[rate], gaps[1e-3])}, "
                                  f"{_left(gaps[rate])}.")
     else:
-        schemes = sorted({run.config.init for run in runs} - {"lecun"},
+        schemes = sorted({run.config.scheme for run in runs} - {"lecun"},
                          key=lambda name: (name != "zero_normal", name))
-        reference = [x.accuracy[-1] for x in _healthy(select(init="lecun"))]
-        gaps = {name: _gap_of(reference, [x.accuracy[-1] for x in _healthy(select(init=name))])
+        reference = [x.accuracy[-1] for x in _healthy(select(scheme="lecun"))]
+        gaps = {name: _gap_of(reference, [x.accuracy[-1] for x in _healthy(select(scheme=name))])
                 for name in schemes}
-        rows = [f"| {name} | {interval_of([x.accuracy[-1] for x in _healthy(select(init=name))])}"
+        rows = [f"| {name} | {interval_of([x.accuracy[-1] for x in _healthy(select(scheme=name))])}"
                 f" | {_gap_text(gaps[name])} |" for name in schemes]
         head = [f"| scheme | final test accuracy | lecun ({interval_of(reference)}) - scheme |",
                 "| --- | --- | --- |"]
@@ -444,25 +444,25 @@ def _plot_gap(kind, select, path, title):
     the gap to lecun with its 95% interval (right), against the study's
     variable: the epoch, the learning rate, the kernel scheme."""
     runs = select()
-    if not any(run.config.init == "lecun" for run in runs):
+    if not any(run.config.scheme == "lecun" for run in runs):
         return None
     with figure(path, title) as (accuracy, gap):
         if kind == "epochs":
             last = max(len(run.accuracy) for run in runs)
             epochs = list(range(1, last + 1))
             for init in ("lecun", "zero_normal"):
-                curve = _mean_curve(select(init=init))
+                curve = _mean_curve(select(scheme=init))
                 if curve is not None:
                     accuracy.plot(range(1, len(curve) + 1), curve, label=init)
             accuracy.set_xlabel("epoch")
-            values = [_gap_of(_at_epoch(select(init="lecun"), e),
-                              _at_epoch(select(init="zero_normal"), e)) for e in epochs]
+            values = [_gap_of(_at_epoch(select(scheme="lecun"), e),
+                              _at_epoch(select(scheme="zero_normal"), e)) for e in epochs]
             _gap_band(gap, epochs, values)
             gap.set_xlabel("epoch")
         elif kind == "lr":
             rates = sorted({run.config.learning_rate for run in runs})
             for init in ("lecun", "zero_normal"):
-                points = [(r, [x.accuracy[-1] for x in _healthy(select(init=init,
+                points = [(r, [x.accuracy[-1] for x in _healthy(select(scheme=init,
                                                                         learning_rate=r))])
                           for r in rates]
                 points = [(r, _finite_interval(v)) for r, v in points if v]
@@ -471,25 +471,25 @@ def _plot_gap(kind, select, path, title):
                                   label=init)
             accuracy.set_xscale("log")
             accuracy.set_xlabel("learning rate")
-            values = [_gap_of([x.accuracy[-1] for x in _healthy(select(init="lecun",
+            values = [_gap_of([x.accuracy[-1] for x in _healthy(select(scheme="lecun",
                                                                       learning_rate=r))],
-                              [x.accuracy[-1] for x in _healthy(select(init="zero_normal",
+                              [x.accuracy[-1] for x in _healthy(select(scheme="zero_normal",
                                                                       learning_rate=r))])
                       for r in rates]
             _gap_band(gap, rates, values, bars=True)
             gap.set_xscale("log")
             gap.set_xlabel("learning rate")
         else:
-            schemes = sorted({run.config.init for run in runs},
+            schemes = sorted({run.config.scheme for run in runs},
                              key=lambda name: (name != "lecun", name != "zero_normal", name))
             for name in schemes:
-                curve = _mean_curve(select(init=name))
+                curve = _mean_curve(select(scheme=name))
                 if curve is not None:
                     accuracy.plot(range(1, len(curve) + 1), curve, label=name)
             accuracy.set_xlabel("epoch")
-            reference = [x.accuracy[-1] for x in _healthy(select(init="lecun"))]
+            reference = [x.accuracy[-1] for x in _healthy(select(scheme="lecun"))]
             others = [name for name in schemes if name != "lecun"]
-            values = [_gap_of(reference, [x.accuracy[-1] for x in _healthy(select(init=name))])
+            values = [_gap_of(reference, [x.accuracy[-1] for x in _healthy(select(scheme=name))])
                       for name in others]
             _gap_band(gap, range(len(others)), values, bars=True)
             gap.set_xticks(range(len(others)), others, fontsize=7)

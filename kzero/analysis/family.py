@@ -37,7 +37,8 @@ METHODS = {
 
 
 def _method(config):
-    return METHODS.get((config.model, config.init)) or METHODS.get(config.init) or config.init
+    name = METHODS.get((config.model, config.scheme)) or METHODS.get(config.scheme) or config.scheme
+    return name if config.init_scope == "all" else f"{name}, {config.init_scope} scope"
 
 
 def _at_epoch(run, epoch):
