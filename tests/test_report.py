@@ -511,3 +511,14 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
             f"{zero_half:.4f} (`fnn_zero_hadamard`): {0.966 - 0.9825:+.4f} ± "
             f"{math.hypot(zero_half, half):.4f} against the reference init, within seed "
             "noise." in answer)
+    # The family's experiments without runs are named, with their command.
+    assert lines[-2] == (
+        "No runs here yet of `family_cifar_cnn` (`python -m kzero.run "
+        "--flagfile=flags/family_cifar_cnn.flags`), `cifar_resnet20` (`python -m kzero.run "
+        "--flagfile=flags/cifar_resnet20.flags`).")
+    from kzero.analysis.family import _method
+    from kzero.config import RunConfig
+
+    scoped = RunConfig(dataset="cifar10", model="resnet20", scheme="zero_normal",
+                       init_scope="paper_code")
+    assert _method(scoped) == "zero weights + N(0, 1) biases (the paper), paper_code scope"

@@ -67,8 +67,8 @@ RESIDUAL = {"cifar_resnet20": 5 * 3, "cifar_resnet20_paper_code": 3, "family_res
 # The family's members that change the architecture, on ResNet-50, for a GPU.
 FAMILY_GPU = {"family_resnet50": 2 * 5}
 
-# The zero-init family on the FNN: 5 schemes x 5 seeds.
-FAMILY = {"family_mnist_fnn": 5 * 5}
+# The zero-init family on the FNN (5 schemes x 5 seeds) and the CIFAR CNN (6 x 3).
+FAMILY = {"family_mnist_fnn": 5 * 5, "family_cifar_cnn": 6 * 3}
 
 
 def test_there_is_one_flagfile_per_paper_experiment():
@@ -80,7 +80,8 @@ def test_there_is_one_flagfile_per_paper_experiment():
     for path in FLAGFILES:
         text = open(path).read()
         assert "--batch_size=128" in text
-        assert "--runs=5" in text or os.path.basename(path)[:-len(".flags")] in {*CENSUS, *RESIDUAL}
+        assert "--runs=5" in text or os.path.basename(path)[:-len(".flags")] in {
+            *CENSUS, *RESIDUAL, "family_cifar_cnn"}
         assert "--learning_rate=" in text
     # The report's "Not run" section sends each missing experiment to flags/<experiment>.flags.
     for experiment in {e for e, _ in PAPER}:
