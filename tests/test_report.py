@@ -522,3 +522,17 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
     scoped = RunConfig(dataset="cifar10", model="resnet20", scheme="zero_normal",
                        init_scope="paper_code")
     assert _method(scoped) == "zero weights + N(0, 1) biases (the paper), paper_code scope"
+
+
+def test_the_census_keeps_a_gpu_run_apart_from_the_cpu_runs_of_its_backend():
+    """Rounding differs between a CPU and a GPU, so a census row is per backend
+    and accelerator: the committed ResNet-50 runs under jax on this CPU (10
+    steps) and on an H200 (30 steps) are two rows, each of its own run."""
+    from conftest import REPO
+    from kzero.analysis.first_steps import census_rows
+
+    rows = census_rows(collect([os.path.join(REPO, "docs", "results", "runs")]))
+    cpu = rows[("resnet50", "resnet50_zero_normal_x1", "jax")]
+    gpu = rows[("resnet50", "resnet50_zero_normal_x1", "jax on NVIDIA H200")]
+    assert [m["steps"] for m in cpu] == [10] and [m["steps"] for m in gpu] == [30]
+    assert [m["awake"] for m in cpu] == [34] and [m["awake"] for m in gpu] == [9]

@@ -67,7 +67,7 @@ def census_rows(runs_by_key):
             check = run.summary.get("init_check") or {}
             fraction = _fraction_with_gradient(gradients)
             stage_names = list(dict.fromkeys(row["stage"] for row in stages))
-            key = (run.config.model, _variant_of(run), run.provenance.backend)
+            key = (run.config.model, _variant_of(run), _backend_of(run))
             found.setdefault(key, []).append({
                 "steps": _steps(run),
                 "kernels": len(awakening),
@@ -82,6 +82,14 @@ def census_rows(runs_by_key):
                 "biased": check.get("biased_layers"),
             })
     return found
+
+
+def _backend_of(run):
+    """The backend, and the accelerator where it was not the CPU: rounding,
+    and so waking, may differ between them."""
+    accelerator = run.provenance.accelerator
+    backend = run.provenance.backend
+    return backend if accelerator in (None, "cpu") else f"{backend} on {accelerator}"
 
 
 def _variant_of(run):
@@ -135,7 +143,8 @@ def _answers(rows):
         state = ("stays dead: no kernel below the logits gets a gradient" if awake <= 1 else
                  f"wakes: {awake:.1f} of {kernels} kernels have had a gradient by step {steps}")
         lines.append(
-            f"- {model}, {variant} under {backend} ({len(measured)} seeds): {state}; the "
+            f"- {model}, {variant} under {backend} ({len(measured)} "
+            f"seed{'s' if len(measured) > 1 else ''}): {state}; the "
             f"logits depend on the input (input dependence > {WOKEN_DEPENDENCE:g}) in "
             f"{dependent} of {len(measured)} seeds; the training loss fell from step 1 to "
             f"step {steps} in {fell} of {len(losses)}; test accuracy after the steps "
