@@ -1,4 +1,4 @@
-"""The report section "Figure 11 on this CPU: the first steps": how deep
+"""The report section "Figure 11: the first steps": how deep
 networks with batch norm wake from each init scheme, computed from the runs
 of the census flagfiles (`flags/census_*.flags`: a few update steps, each
 recorded).
@@ -216,12 +216,14 @@ def first_steps_section(runs_by_key, out):
     rows = census_rows(runs_by_key)
     if not rows:
         return []
-    lines = ["## Figure 11 on this CPU: the first steps", "",
+    lines = ["## Figure 11: the first steps", "",
              "How networks with batch norm wake from each init scheme, over the first update "
              "steps of the paper's protocol (Adam 1e-3, batch 128; flags/census_*.flags). A "
              "batch norm subtracts each channel's batch mean, and so removes the output of a "
              "zero-kernel conv, which is its activated bias, one constant per channel "
-             "(`kzero.check_init`). Columns: the init check's count of random biases so "
+             "(`kzero.check_init`). A row is a model, variant and backend, and the "
+             "accelerator where it was not the CPU, since rounding decides part of it. "
+             "Columns: the init check's count of random biases so "
              "removed; the fraction of trainable variables with a non-zero gradient at step 1 "
              "and at the last step; kernels that have had a non-zero gradient by the last step "
              "(mean over seeds) and the latest step at which one woke; the seeds whose logits "
