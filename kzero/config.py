@@ -658,15 +658,15 @@ _FLAT_DROPPED = ("parallel_runs", "output_dir", "overwrite", "shard")
 
 
 # Settings whose name changed: {old: new}, in config.json and in a grid's axes.
-RENAMED = {"init": "scheme"}
+_RENAMED = {"init": "scheme"}
 
 
 def _renamed(values):
     """`values` (a config dict) with the settings' current names."""
-    values = {RENAMED.get(k, k): v for k, v in values.items()}
+    values = {_RENAMED.get(k, k): v for k, v in values.items()}
     provenance = values.get("provenance")
     if isinstance(provenance, dict) and provenance.get("sweep"):
-        values["provenance"] = {**provenance, "sweep": {RENAMED.get(k, k): v for k, v
+        values["provenance"] = {**provenance, "sweep": {_RENAMED.get(k, k): v for k, v
                                                         in provenance["sweep"].items()}}
     return values
 
@@ -683,7 +683,7 @@ def _from_flat(values):
 
 
 def _new_name(field):
-    return f" ({field} is now called {RENAMED[field]})" if field in RENAMED else ""
+    return f" ({field} is now called {_RENAMED[field]})" if field in _RENAMED else ""
 
 
 def _not_a_field(field):

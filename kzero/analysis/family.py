@@ -40,7 +40,8 @@ METHODS = {
 
 
 def _method(config):
-    name = METHODS.get((config.model, config.scheme)) or METHODS.get(config.scheme) or config.scheme
+    name = (METHODS.get((config.model, config.scheme)) or METHODS.get(config.scheme)
+            or config.scheme)
     return name if config.init_scope == "all" else f"{name}, {config.init_scope} scope"
 
 
@@ -191,7 +192,8 @@ def family_section(runs_by_key, out):
              "Each way to start from (mostly) zero weights beside the reference inits, under "
              "the paper's protocol (Adam 1e-3, batch 128, ELU), from the runs of "
              "flags/family_mnist_fnn.flags, flags/cifar_resnet20.flags, "
-             "flags/cifar_resnet20_paper_code.flags and flags/family_resnet20.flags. Columns: the final test accuracy and those after "
+             "flags/cifar_resnet20_paper_code.flags and flags/family_resnet20.flags. "
+             "Columns: the final test accuracy and those after "
              "epochs 1 and 3 (95% intervals over seeds; - where the runs are shorter); the "
              "epochs (mean over the seeds that got there) and seconds of training until the "
              "test accuracy first reached the target (the runs' metrics.csv, on the machine "
