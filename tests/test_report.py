@@ -536,3 +536,17 @@ def test_the_census_keeps_a_gpu_run_apart_from_the_cpu_runs_of_its_backend():
     gpu = rows[("resnet50", "resnet50_zero_normal_x1", "jax on NVIDIA H200")]
     assert [m["steps"] for m in cpu] == [10] and [m["steps"] for m in gpu] == [30]
     assert [m["awake"] for m in cpu] == [34] and [m["awake"] for m in gpu] == [9]
+
+
+def test_the_family_answer_compares_starts_at_an_epoch_they_all_have(tmp_path):
+    from kzero.analysis.family import family_section
+
+    for variant, scheme, curve in (("fnn_lecun", "lecun", [0.90, 0.95, 0.99]),
+                                   ("fnn_he", "he", [0.92, 0.96])):
+        for seed in range(2):
+            make_run(tmp_path, "family_mnist_fnn", variant, seed, curve, epochs=len(curve),
+                     runs=2, model="fnn", scheme=scheme)
+    lines = family_section(collect([str(tmp_path)]), str(tmp_path))
+    answer = next(line for line in lines if line.startswith("- fnn:"))
+    assert answer.startswith("- fnn: the highest mean test accuracy after epoch 2, the last "
+                             "that every start has: He, 0.9600")
