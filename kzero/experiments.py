@@ -5,7 +5,8 @@ works as absl reads it."""
 
 import os
 
-__all__ = ["FLAGFILES", "paper_experiments", "paper_flagfile", "with_paper_flagfiles"]
+__all__ = ["FLAGFILES", "flagfile_setting", "paper_experiments", "paper_flagfile",
+           "with_paper_flagfiles"]
 
 FLAGFILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flagfiles")
 
@@ -21,6 +22,18 @@ def paper_flagfile(name):
     `mnist_cnn.flags`), or None."""
     path = os.path.join(FLAGFILES, name if name.endswith(".flags") else f"{name}.flags")
     return path if os.sep not in name and os.path.isfile(path) else None
+
+
+def flagfile_setting(name, flag):
+    """The value the paper's flagfile `name` gives `--flag`, as written, or
+    None when there is no such flagfile or it leaves the flag out."""
+    path = paper_flagfile(name)
+    if path is None:
+        return None
+    with open(path) as f:
+        values = [line.strip().split("=", 1)[1] for line in f
+                  if line.strip().startswith(f"--{flag}=")]
+    return values[-1] if values else None
 
 
 def with_paper_flagfiles(argv):

@@ -68,6 +68,9 @@ def test_report_on_partial_runs_says_what_is_missing(tmp_path):
              losses=[2.3, float("nan"), float("nan")])
     make_run(runs, "mnist_fnn", "fnn_zero_normal_x1", 2, [0.91, 0.94], finished=False)
     make_run(runs, "mnist_logreg", "logreg_lecun", 0, [0.90, 0.91, 0.92])
+    # An experiment of no figure whose 20-epoch flagfile was cut to 3 epochs.
+    make_run(runs, "family_cifar_cnn", "cnn_lecun", 0, [0.6, 0.7, 0.75], dataset="cifar10",
+             model="cnn", runs=1)
     out = tmp_path / "out"
     stats = report([str(runs)], str(out))
 
@@ -81,9 +84,11 @@ def test_report_on_partial_runs_says_what_is_missing(tmp_path):
     text = (out / "report.md").read_text()
     assert "missing seeds [1]" in text
     assert "seed 1 diverged at epoch 2" in text and "seeds [2] unfinished" in text
-    # Three epochs of the ten of Figure 3: shown, not compared.
-    assert "| fnn_lecun | paper_text | 3/3 | 2/3 | 0.9750 ± " in text
+    # Three epochs of the ten of Figure 3 and its flagfile: shown, not compared.
+    assert "| fnn_lecun | paper_text | 3/10 | 2/3 | 0.9750 ± " in text
     assert "| 0.975 | - | - | not comparable: 3 of 10 epochs; missing seeds [1] |" in text
+    # Three of its flagfile's 20: partial, though the runs planned only 3.
+    assert "| cnn_lecun | paper_text | 3/20 | 1/1 | 0.7500 | - | - | - | only 3 of 20 epochs |" in text
     assert ("- `cifar_resnet50`: `python -m kzero.run --flagfile=flags/cifar_resnet50.flags`"
             in text.split("## Not run here")[1])
     assert "## Figure 3: MNIST FNN (`mnist_fnn`)" in text

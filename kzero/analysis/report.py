@@ -24,7 +24,9 @@ import sys
 from kzero.analysis.paper import FIGURES, PAPER, READING_PRECISION
 from kzero.analysis.stats import confidence_interval, format_interval
 from kzero.config import Grid, RunConfig
+from kzero.experiments import flagfile_setting
 from kzero.io import read_json, write_atomic, write_csv
+from kzero.protocols import PROTOCOLS
 from kzero.records import DamagedFile, check_run_files, diverged_epoch, read_rows
 
 __all__ = ["FIGURES", "PAPER", "aggregate", "collect", "confidence_interval", "main", "report"]
@@ -101,7 +103,7 @@ def collect(directories, left_out=None):
 def aggregate(runs):
     """Per epoch: mean and CI over the runs that have not diverged by then,
     plus what is missing or diverged."""
-    planned_epochs = max(run.config.epochs for run in runs)
+    planned_epochs = max([run.config.epochs for run in runs] + [_flagfile_epochs(runs[0])])
     healthy = [run for run in runs if run.diverged_epoch is None]
     rows = []
     for epoch in range(1, planned_epochs + 1):
@@ -163,19 +165,31 @@ def _base_variant(run):
     return variant[:-len(suffix)] if suffix and variant.endswith(suffix) else variant
 
 
+def _experiment(run):
+    return os.path.basename(os.path.dirname(os.path.dirname(run.workdir)))
+
+
+def _imposed_epochs(run):
+    """The epochs the run's protocol imposes on its model (the paper code's
+    logistic baselines), or None."""
+    if run.config.protocol not in PROTOCOLS:
+        return None
+    return PROTOCOLS.get(run.config.protocol).epochs.get((run.config.dataset, run.config.model))
+
+
 def _expected_epochs(run):
     """The epochs a run must train to be compared with the paper's figure:
-    those its protocol imposes (the paper code's logistic baselines), else
-    the figure's."""
-    from kzero.protocols import PROTOCOLS
+    those its protocol imposes, else the figure's."""
+    figure = FIGURES.get(_experiment(run))
+    return _imposed_epochs(run) or (figure[2] if figure else None)
 
-    imposed = None
-    if run.config.protocol in PROTOCOLS:
-        imposed = PROTOCOLS.get(run.config.protocol).epochs.get(
-            (run.config.dataset, run.config.model))
-    experiment = os.path.basename(os.path.dirname(os.path.dirname(run.workdir)))
-    figure = FIGURES.get(experiment)
-    return imposed or (figure[2] if figure else None)
+
+def _flagfile_epochs(run):
+    """The epochs that the experiment's flagfile plans for the run (0 where
+    there is none): runs cut short on the command line (`--epochs=3` of a
+    20-epoch flagfile) are partial against that plan, not complete against
+    their own."""
+    return _imposed_epochs(run) or int(flagfile_setting(_experiment(run), "epochs") or 0)
 
 
 def never_started(runs_by_key):
@@ -383,7 +397,9 @@ def _row(experiment, stats):
         ours = format_interval(mean, half)
     why_not = _comparable(stats)
     if why_not:
-        notes.insert(0, why_not)
+        # "not comparable: 3 of 10 epochs" already says "only 3 of 10 epochs".
+        notes = [why_not] + [note for note in notes
+                             if note != why_not.replace("not comparable:", "only")]
     elif paper is not None:
         diff = f"{mean - paper:+.4f}"
         inside = "yes" if _holds((mean, half), paper) else "no"
