@@ -507,8 +507,12 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
     assert zero_normal[8:10] == ["0.97: not reached", "-"]
     assert [lecun[10], hadamard[10]] == ["step 1", "step 3"]
     assert [r[11] for r in rows.values()] == ["no", "no", "yes"]
+    assert {r[4] for r in rows.values()} == {"3 of 10"}
+    assert "from the runs of flags/family_mnist_fnn.flags. Columns:" in lines[2]
     answer = next(line for line in lines if line.startswith("- fnn:"))
-    assert "highest mean final test accuracy: PyTorch's default" in answer
+    # Three of the ten epochs flags/family_mnist_fnn.flags plans: said, not called final.
+    assert "highest mean test accuracy after epoch 3 of the 10 its flagfile plans: " \
+        "PyTorch's default" in answer
     # ZerO's two seeds spread widely (0.972, 0.960): within seed noise of lecun.
     assert "within seed noise of it: ZerO (Zhao et al.)." in answer
     zero_half = 12.706 * np.std([0.972, 0.960], ddof=1) / math.sqrt(2)

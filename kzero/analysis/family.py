@@ -12,6 +12,7 @@ import os
 
 from kzero.analysis.plots import figure
 from kzero.analysis.stats import confidence_interval, format_interval, interval_of
+from kzero.experiments import flagfile_setting, paper_experiments
 
 __all__ = ["FAMILY", "METHODS", "family_rows", "family_section"]
 
@@ -72,6 +73,16 @@ def _last_awake(run):
     return max(steps) if steps and None not in steps else None
 
 
+def _flagfiles_of(experiment):
+    """The flagfiles that write runs into `experiment`."""
+    return [f"flags/{name}.flags" for name in paper_experiments()
+            if flagfile_setting(name, "experiment") == experiment]
+
+
+def _planned_epochs(experiment):
+    return int(flagfile_setting(experiment, "epochs") or 0)
+
+
 def family_rows(runs_by_key):
     """{(experiment, variant): measured} for the finished, undiverged runs of
     the `FAMILY` experiments."""
@@ -90,7 +101,8 @@ def family_rows(runs_by_key):
         finals = [run.accuracy[-1] for run in runs]
         rows[(experiment, variant)] = {
             "model": runs[0].config.model, "method": _method(runs[0].config),
-            "epochs": runs[0].config.epochs, "seeds": len(runs), "final": finals,
+            "epochs": runs[0].config.epochs, "planned_epochs": _planned_epochs(experiment),
+            "seeds": len(runs), "final": finals,
             "curves": [run.accuracy for run in runs],
             "epoch1": _interval_at(runs, 1), "epoch3": _interval_at(runs, 3),
             "target": target, "reached": reached, "awake": awake, "warned": warned,
@@ -123,8 +135,11 @@ def _cell_awake(measured):
 def _row(experiment, variant, measured):
     epochs, seconds = _cell_to_target(measured)
     warned = sum(measured["warned"])
+    trained = measured["epochs"]
+    if trained < measured["planned_epochs"]:
+        trained = f"{trained} of {measured['planned_epochs']}"
     return (f"| {measured['model']} | {measured['method']} | `{variant}` | {measured['seeds']} | "
-            f"{measured['epochs']} | {interval_of(measured['final'])} | {measured['epoch1']} | "
+            f"{trained} | {interval_of(measured['final'])} | {measured['epoch1']} | "
             f"{measured['epoch3']} | {measured['target']:g}: {epochs} | {seconds} | "
             f"{_cell_awake(measured)} | {'yes' if warned else 'no'} |")
 
@@ -147,14 +162,20 @@ def _answers(rows):
         epoch = min(m["epochs"] for m in mine.values())
         means = {k: confidence_interval([curve[epoch - 1] for curve in m["curves"]])
                  for k, m in mine.items()}
-        when = ("final test accuracy" if all(m["epochs"] == epoch for m in mine.values()) else
-                f"test accuracy after epoch {epoch}, the last that every start has")
+        planned = max(m["planned_epochs"] for m in mine.values())
+        if any(m["epochs"] != epoch for m in mine.values()):
+            when = f"test accuracy after epoch {epoch}, the last that every start has"
+        elif epoch < planned:
+            when = f"test accuracy after epoch {epoch} of the {planned} its flagfile plans"
+        else:
+            when = "final test accuracy"
         best = max(means, key=lambda k: means[k][0])
         close = [mine[k]["method"] for k in sorted(means, key=lambda k: -means[k][0])
                  if k != best and _within_noise(means[k], means[best])]
         line = (f"- {model}: the highest mean {when}: {mine[best]['method']}, "
                 f"{format_interval(*means[best])} (`{best[1]}`); "
                 + (f"within seed noise of it: {', '.join(close)}" if close else
+                   "the only start with runs" if len(mine) == 1 else
                    "every other start is below it beyond seed noise"))
         zero = {k: v for k, v in means.items() if mine[k]["method"] not in (
             METHODS["lecun"], METHODS["keras_default"], METHODS["he"])}
@@ -185,7 +206,20 @@ def _plot(rows, path):
                       xerr=[half if half == half else 0 for _, half in means], color="tab:blue")
             axis.set_yticks(range(len(mine)), [k[1] for k, _ in mine], fontsize=7)
             low = min(mean for mean, _ in means)
-            axis.set(xlabel="final test accuracy", title=model, xlim=(max(0.0, low - 0.1), None))
+            # The bars are final accuracies: say where they are not all of one epoch
+            # or stop short of the flagfile's plan.
+            low_epochs, high_epochs = (f(m["epochs"] for _, m in mine) for f in (min, max))
+            planned = max(m["planned_epochs"] for _, m in mine)
+            title = model
+            if low_epochs != high_epochs:
+                title += f": {low_epochs} to {high_epochs} epochs"
+            elif high_epochs < planned:
+                title += f": {high_epochs} of {planned} epochs"
+            axis.set(xlabel="final test accuracy", title=title, xlim=(max(0.0, low - 0.1), None))
+
+
+def _and(items):
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def family_section(runs_by_key, out):
@@ -195,12 +229,14 @@ def family_section(runs_by_key, out):
     if not rows:
         return []
     _plot(rows, os.path.join(out, "family.png"))
+    found = {experiment for experiment, _ in rows}
     lines = ["## The zero-init family side by side", "",
              "Each way to start from (mostly) zero weights beside the reference inits, under "
              "the paper's protocol (Adam 1e-3, batch 128, ELU), from the runs of "
-             "flags/family_mnist_fnn.flags, flags/cifar_resnet20.flags, "
-             "flags/cifar_resnet20_paper_code.flags and flags/family_resnet20.flags. "
-             "Columns: the final test accuracy and those after "
+             + _and([flagfile for experiment in FAMILY if experiment in found
+                     for flagfile in _flagfiles_of(experiment)]) + ". "
+             "Columns: the epochs trained (of those the flagfile plans, where fewer); "
+             "the final test accuracy and those after "
              "epochs 1 and 3 (95% intervals over seeds; - where the runs are shorter); the "
              "epochs (mean over the seeds that got there) and seconds of training until the "
              "test accuracy first reached the target (the runs' metrics.csv, on the machine "
@@ -216,7 +252,7 @@ def family_section(runs_by_key, out):
               sorted(rows.items(), key=lambda item: (order[item[0][0]],
                                                      -confidence_interval(item[1]["final"])[0]))]
     lines += ["", "Which start trains best, per model:", "", *_answers(rows), ""]
-    missing = [e for e in FAMILY if e not in {experiment for experiment, _ in rows}]
+    missing = [e for e in FAMILY if e not in found]
     if missing:
         lines += ["No runs here yet of " + ", ".join(
             f"`{e}` (`python -m kzero.run --flagfile=flags/{e}.flags`)" for e in missing)
