@@ -13,6 +13,7 @@ import os
 from kzero.analysis.plots import figure
 from kzero.analysis.stats import confidence_interval, format_interval, interval_of
 from kzero.experiments import flagfile_setting, paper_experiments
+from kzero.records import DamagedFile, read_rows
 
 __all__ = ["FAMILY", "METHODS", "family_rows", "family_section"]
 
@@ -73,6 +74,22 @@ def _last_awake(run):
     return max(steps) if steps and None not in steps else None
 
 
+def _symmetry_at_end(run):
+    """(units that are copies of another, dead units, units) summed over the
+    layers at the run's last recorded epoch (symmetry.csv), or None where
+    the run did not record it or the file cannot be read."""
+    try:
+        rows = read_rows(os.path.join(run.workdir, "symmetry.csv"))
+    except DamagedFile:
+        return None
+    if not rows:
+        return None
+    last = [row for row in rows if row["epoch"] == max(r["epoch"] for r in rows)]
+    return (sum(row["units"] - row["distinct_units"] for row in last),
+            sum(round(row["dead_fraction"] * row["units"]) for row in last),
+            sum(row["units"] for row in last))
+
+
 def _flagfiles_of(experiment):
     """The flagfiles that write runs into `experiment`."""
     return [f"flags/{name}.flags" for name in paper_experiments()
@@ -106,6 +123,7 @@ def family_rows(runs_by_key):
             "curves": [run.accuracy for run in runs],
             "epoch1": _interval_at(runs, 1), "epoch3": _interval_at(runs, 3),
             "target": target, "reached": reached, "awake": awake, "warned": warned,
+            "symmetry": [_symmetry_at_end(run) for run in runs],
         }
     return rows
 
@@ -132,6 +150,16 @@ def _cell_awake(measured):
     return woke
 
 
+def _cell_symmetry(measured):
+    recorded = [counts for counts in measured["symmetry"] if counts is not None]
+    if not recorded:
+        return "not recorded"
+    copies, dead = (sum(counts[i] for counts in recorded) / len(recorded) for i in (0, 1))
+    note = "" if len(recorded) == len(measured["symmetry"]) else (
+        f" ({len(recorded)} of {len(measured['symmetry'])} seeds)")
+    return f"{copies:g} / {dead:g} of {recorded[0][2]}{note}"
+
+
 def _row(experiment, variant, measured):
     epochs, seconds = _cell_to_target(measured)
     warned = sum(measured["warned"])
@@ -141,7 +169,8 @@ def _row(experiment, variant, measured):
     return (f"| {measured['model']} | {measured['method']} | `{variant}` | {measured['seeds']} | "
             f"{trained} | {interval_of(measured['final'])} | {measured['epoch1']} | "
             f"{measured['epoch3']} | {measured['target']:g}: {epochs} | {seconds} | "
-            f"{_cell_awake(measured)} | {'yes' if warned else 'no'} |")
+            f"{_cell_awake(measured)} | {_cell_symmetry(measured)} | "
+            f"{'yes' if warned else 'no'} |")
 
 
 def _within_noise(a, b):
@@ -242,11 +271,17 @@ def family_section(runs_by_key, out):
              "test accuracy first reached the target (the runs' metrics.csv, on the machine "
              "that ran them, with whatever else it ran then); the "
              "step by which every kernel had had a non-zero gradient (the last recorded "
-             "awakening); whether kzero's init check warned that batch norms remove the "
-             "random biases.", "", "![family](family.png)", "",
+             "awakening); the units that are copies of another unit of their layer (same "
+             "incoming weights and bias) and the dead ones (output constant over the "
+             "probe batch) after the last epoch, summed over the layers and averaged over "
+             "the seeds (symmetry.csv; not recorded where the runs were made with "
+             "--norecord_symmetry or the file was not kept); whether kzero's init check "
+             "warned that batch norms remove the random biases.", "",
+             "![family](family.png)", "",
              "| model | method | variant | seeds | epochs | final | epoch 1 | epoch 3 | epochs "
-             "to target | seconds to target | all kernels awake by | init check warns |",
-             "| --- " * 12 + "|"]
+             "to target | seconds to target | all kernels awake by | units alike / dead at the "
+             "end | init check warns |",
+             "| --- " * 13 + "|"]
     order = {experiment: i for i, experiment in enumerate(FAMILY)}
     lines += [_row(experiment, variant, measured) for (experiment, variant), measured in
               sorted(rows.items(), key=lambda item: (order[item[0][0]],
