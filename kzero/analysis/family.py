@@ -157,7 +157,7 @@ def _cell_symmetry(measured):
     copies, dead = (sum(counts[i] for counts in recorded) / len(recorded) for i in (0, 1))
     note = "" if len(recorded) == len(measured["symmetry"]) else (
         f" ({len(recorded)} of {len(measured['symmetry'])} seeds)")
-    return f"{copies:g} / {dead:g} of {recorded[0][2]}{note}"
+    return f"{round(copies, 1):g} / {round(dead, 1):g} of {recorded[0][2]}{note}"
 
 
 def _row(experiment, variant, measured):
