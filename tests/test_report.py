@@ -249,7 +249,8 @@ def test_a_fresh_two_epoch_run_is_shown_and_not_compared(tmp_path, data_dir):
     assert len(rows) == 2
     for row in rows:
         cells = row.split(" | ")
-        assert cells[2:4] == ["2/2", "1/1"] and cells[6:8] == ["-", "-"]
+        # 2 of the 15 epochs its flagfile plans, though this grid asked for 2.
+        assert cells[2:4] == ["2/15", "1/1"] and cells[6:8] == ["-", "-"]
         assert cells[8].startswith("not comparable: 2 of 15 epochs")
     assert "Measured from these rows" not in text  # nothing comparable to measure
 
@@ -272,13 +273,15 @@ def test_the_committed_report_regenerates_from_the_committed_runs(tmp_path):
             assert (tmp_path / name).read_text() == committed.read(), name
     # Each committed run holds only the small files a report needs: the
     # bias-scale study also reads the forward and gradient statistics, the
-    # first-steps census the gradients, stages and step losses.
+    # first-steps census the gradients, stages and step losses, the family
+    # section the symmetry diagnostics of the CIFAR CNN's runs.
     for workdir in {run.workdir for runs in collect([os.path.join(results, "runs")]).values()
                     for run in runs}:
         extra = (["activations.csv", "gradients.csv"]
                  if f"{os.sep}beyond_bias_scale{os.sep}" in workdir else
                  ["gradients.csv", "stages.csv", "steps.csv"]
-                 if f"{os.sep}census_" in workdir else [])
+                 if f"{os.sep}census_" in workdir else
+                 ["symmetry.csv"] if f"{os.sep}family_cifar_cnn{os.sep}" in workdir else [])
         assert sorted(os.listdir(workdir)) == sorted(
             ["config.json", "metrics.csv", "summary.json", *extra])
 
