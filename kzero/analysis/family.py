@@ -11,6 +11,7 @@ import math
 import os
 
 from kzero.analysis.plots import figure
+from kzero.analysis.report import planned_epochs
 from kzero.analysis.stats import confidence_interval, format_interval, interval_of
 from kzero.experiments import flagfile_setting, paper_experiments
 from kzero.records import DamagedFile, read_rows
@@ -84,7 +85,8 @@ def _symmetry_at_end(run):
         return None
     if not rows:
         return None
-    last = [row for row in rows if row["epoch"] == max(r["epoch"] for r in rows)]
+    last_epoch = max(row["epoch"] for row in rows)
+    last = [row for row in rows if row["epoch"] == last_epoch]
     return (sum(row["units"] - row["distinct_units"] for row in last),
             sum(round(row["dead_fraction"] * row["units"]) for row in last),
             sum(row["units"] for row in last))
@@ -94,10 +96,6 @@ def _flagfiles_of(experiment):
     """The flagfiles that write runs into `experiment`."""
     return [f"flags/{name}.flags" for name in paper_experiments()
             if flagfile_setting(name, "experiment") == experiment]
-
-
-def _planned_epochs(experiment):
-    return int(flagfile_setting(experiment, "epochs") or 0)
 
 
 def family_rows(runs_by_key):
@@ -118,7 +116,7 @@ def family_rows(runs_by_key):
         finals = [run.accuracy[-1] for run in runs]
         rows[(experiment, variant)] = {
             "model": runs[0].config.model, "method": _method(runs[0].config),
-            "epochs": runs[0].config.epochs, "planned_epochs": _planned_epochs(experiment),
+            "epochs": runs[0].config.epochs, "planned_epochs": planned_epochs(runs),
             "seeds": len(runs), "final": finals,
             "curves": [run.accuracy for run in runs],
             "epoch1": _interval_at(runs, 1), "epoch3": _interval_at(runs, 3),

@@ -103,10 +103,10 @@ def collect(directories, left_out=None):
 def aggregate(runs):
     """Per epoch: mean and CI over the runs that have not diverged by then,
     plus what is missing or diverged."""
-    planned_epochs = max([run.config.epochs for run in runs] + [_flagfile_epochs(runs[0])])
+    planned = planned_epochs(runs)
     healthy = [run for run in runs if run.diverged_epoch is None]
     rows = []
-    for epoch in range(1, planned_epochs + 1):
+    for epoch in range(1, planned + 1):
         values = [run.accuracy[epoch - 1] for run in healthy if len(run.accuracy) >= epoch]
         if not values:
             break
@@ -120,7 +120,7 @@ def aggregate(runs):
     expected = set(range(base_seed, base_seed + planned_runs))
     return {
         "rows": rows,
-        "planned_epochs": planned_epochs,
+        "planned_epochs": planned,
         "planned_runs": planned_runs,
         "missing_seeds": sorted(expected - seeds),
         "diverged": {run.config.seed: run.diverged_epoch for run in runs
@@ -184,12 +184,15 @@ def _expected_epochs(run):
     return _imposed_epochs(run) or (figure[2] if figure else None)
 
 
-def _flagfile_epochs(run):
-    """The epochs that the experiment's flagfile plans for the run (0 where
-    there is none): runs cut short on the command line (`--epochs=3` of a
+def planned_epochs(runs):
+    """The epochs planned for one variant's runs: the most any of them was
+    given, or what the experiment's flagfile plans (or the protocol imposes)
+    where that is more. Runs cut short on the command line (`--epochs=3` of a
     20-epoch flagfile) are partial against that plan, not complete against
     their own."""
-    return _imposed_epochs(run) or int(flagfile_setting(_experiment(run), "epochs") or 0)
+    flagfile = _imposed_epochs(runs[0]) or int(
+        flagfile_setting(_experiment(runs[0]), "epochs") or 0)
+    return max([run.config.epochs for run in runs] + [flagfile])
 
 
 def never_started(runs_by_key):
@@ -232,7 +235,9 @@ def _caveats(stats):
         notes.append(f"seed {seed} diverged at epoch {epoch}")
     if stats["unfinished"]:
         notes.append(f"seeds {stats['unfinished']} unfinished")
-    if stats["rows"] and stats["rows"][-1]["epoch"] < stats["planned_epochs"]:
+    # A variant compared with a figure says its shortfall as "not comparable".
+    if (stats["expected_epochs"] is None and stats["rows"]
+            and stats["rows"][-1]["epoch"] < stats["planned_epochs"]):
         notes.append(f"only {stats['rows'][-1]['epoch']} of {stats['planned_epochs']} epochs")
     if stats.get("replayed_order"):
         notes.append(f"seeds {stats['replayed_order']} saw the first epoch's example order in "
@@ -397,9 +402,7 @@ def _row(experiment, stats):
         ours = format_interval(mean, half)
     why_not = _comparable(stats)
     if why_not:
-        # "not comparable: 3 of 10 epochs" already says "only 3 of 10 epochs".
-        notes = [why_not] + [note for note in notes
-                             if note != why_not.replace("not comparable:", "only")]
+        notes.insert(0, why_not)
     elif paper is not None:
         diff = f"{mean - paper:+.4f}"
         inside = "yes" if _holds((mean, half), paper) else "no"
