@@ -23,7 +23,7 @@ import keras
 
 from kzero.config import ConfigError
 from kzero.datasets import load_dataset
-from kzero.io import read_json
+from kzero.io import read_csv, read_json
 from kzero.progress import GridProgress
 from kzero.quiet import has_tensorflow
 from kzero.records import DamagedFile, check_run_files
@@ -125,7 +125,8 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
         verbose = 1 if sys.stdout.isatty() else 2
     labels = {id(run): f"[{i}/{len(runs)}] {run.variant}/seed_{run.seed}"
               for i, run in enumerate(runs, start=1)}
-    progress = GridProgress(runs, _say)
+    progress = GridProgress(runs, _say, epochs_held=lambda run: 0 if grid.overwrite else
+                            _epochs_held(_workdir(root, run)))
     if grid.parallel_runs == 1:
         for run in runs:
             _train_alone(run, labels, arrays, root, grid.overwrite, verbose, stop_request,
@@ -137,6 +138,24 @@ def run_grid(grid, arrays=None, verbose=None, stop_request=STOP_REQUEST):
 
 def _workdir(root, run):
     return os.path.join(root, run.variant, f"seed_{run.seed}")
+
+
+def _epochs_held(workdir):
+    """The epochs a run directory already holds, for the progress estimate: a
+    finished run's, or those logged before the checkpoint it resumes from; 0
+    where there are none or its files cannot be read (it then trains anew)."""
+    from kzero.parallel import GROUP_CHECKPOINT
+
+    summary_path = os.path.join(workdir, "summary.json")
+    try:
+        if os.path.exists(summary_path):
+            return int(read_json(summary_path).get("epochs_completed") or 0)
+        if any(os.path.exists(os.path.join(workdir, name))
+               for name in (CHECKPOINT, GROUP_CHECKPOINT)):
+            return len(read_csv(os.path.join(workdir, "metrics.csv")))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    return 0
 
 
 def _train_alone(run, labels, arrays, root, overwrite, verbose, stop_request, progress):

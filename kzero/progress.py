@@ -20,14 +20,17 @@ class GridProgress:
     """Counts the run-epochs of a grid's `runs` (`RunConfig`s) as they finish.
 
     A run skipped as finished, or one that ended early (diverged), counts all
-    its epochs as done; a resumed run counts the epochs of its checkpoint. The
-    estimate divides the run-epochs left by the rate of those trained in this
-    process, start-up and compilation included, so the first is pessimistic.
+    its epochs as done. `epochs_held(run)` gives the epochs a run already holds
+    on disk (a finished run that is extended, a checkpoint to resume), counted
+    as done from the start: without them a grid that extends its runs would
+    estimate the time to train them all from epoch 1. The estimate divides the
+    run-epochs left by the rate of those trained in this process, start-up and
+    compilation included, so the first is pessimistic.
     """
 
-    def __init__(self, runs, say, clock=time.monotonic):
+    def __init__(self, runs, say, clock=time.monotonic, epochs_held=lambda run: 0):
         self.epochs = {id(run): run.epochs for run in runs}
-        self.done = {id(run): 0 for run in runs}
+        self.done = {id(run): min(epochs_held(run), run.epochs) for run in runs}
         self.finished = set()
         self.say, self.clock = say, clock
         self.trained = 0

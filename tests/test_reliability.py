@@ -328,11 +328,18 @@ def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_lon
         tmp_path, mnist, capsys):
     from kzero.grid import run_grid
 
-    run_grid(_tiny_grid(tmp_path, runs=1), arrays=mnist, verbose=0)
+    run_grid(_tiny_grid(tmp_path, runs=2), arrays=mnist, verbose=0)
     capsys.readouterr()
-    run_grid(_tiny_grid(tmp_path, runs=1, epochs=4), arrays=mnist, verbose=0)
+    run_grid(_tiny_grid(tmp_path, runs=2, epochs=4), arrays=mnist, verbose=0)
+    out = capsys.readouterr().out
     assert "logreg_zero_normal_x1/seed_0: finished 2 of the 4 epochs asked for; extending it " \
-           "from epoch 2" in capsys.readouterr().out
+           "from epoch 2" in out
+    # The progress counts the epochs both runs hold from the start, seed_1's
+    # before it is reached, so its estimate is of the 3 run-epochs left.
+    grid_lines = [line for line in out.splitlines() if line.startswith("kzero: grid")]
+    assert [line.split(", about")[0] for line in grid_lines] == [
+        f"kzero: grid {runs}/2 runs, {epochs}/8 run-epochs done"
+        for runs, epochs in [(0, 5), (1, 6), (1, 7), (2, 8)]]
     workdir = tmp_path / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
     summary = read_json(workdir / "summary.json")
     assert summary["epochs_completed"] == 4 and summary["resumed_from_epoch"] == 2
