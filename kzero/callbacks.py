@@ -611,6 +611,7 @@ class SymmetryMonitor(_RecordingCallback):
         super().__init__(log_dir, model)
         self.path = filename
         self.probe_x = probe_x
+        self.initial_epoch = initial_epoch
         self.rows = _resumed_rows(filename, "epoch", initial_epoch)
 
     def on_train_begin(self, logs=None):
@@ -618,8 +619,10 @@ class SymmetryMonitor(_RecordingCallback):
         self.layers = [layer for layer in model.layers
                        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
         self._outputs = keras.Model(model.inputs, [layer.output for layer in self.layers])
-        if not self.rows:
-            self.record(0)
+        # A run extended with symmetry on that recorded none before holds the
+        # weights of its last epoch, not the initial ones: labelled as such.
+        if not self.rows or self.rows[-1]["epoch"] < self.initial_epoch:
+            self.record(self.initial_epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         self.record(epoch + 1)

@@ -330,7 +330,9 @@ def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_lon
 
     run_grid(_tiny_grid(tmp_path, runs=2), arrays=mnist, verbose=0)
     capsys.readouterr()
-    run_grid(_tiny_grid(tmp_path, runs=2, epochs=4), arrays=mnist, verbose=0)
+    # Extended with the symmetry diagnostics on, which the first 2 epochs had off.
+    run_grid(_tiny_grid(tmp_path, runs=2, epochs=4, record_symmetry=True), arrays=mnist,
+             verbose=0)
     out = capsys.readouterr().out
     assert "logreg_zero_normal_x1/seed_0: finished 2 of the 4 epochs asked for; extending it " \
            "from epoch 2" in out
@@ -343,11 +345,16 @@ def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_lon
     workdir = tmp_path / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
     summary = read_json(workdir / "summary.json")
     assert summary["epochs_completed"] == 4 and summary["resumed_from_epoch"] == 2
-    run_grid(_tiny_grid(tmp_path / "whole", runs=1, epochs=4), arrays=mnist, verbose=0)
+    run_grid(_tiny_grid(tmp_path / "whole", runs=1, epochs=4, record_symmetry=True),
+             arrays=mnist, verbose=0)
     whole = tmp_path / "whole" / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
     columns = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy")
     assert [[r[c] for c in columns] for r in read_csv(workdir / "metrics.csv")] == [
         [r[c] for c in columns] for r in read_csv(whole / "metrics.csv")]
+    # Its symmetry rows start at the epoch it was extended from, as a whole run's.
+    extended = read_csv(workdir / "symmetry.csv")
+    assert [row["epoch"] for row in extended] == ["2", "3", "4"]
+    assert extended == [row for row in read_csv(whole / "symmetry.csv") if int(row["epoch"]) >= 2]
     # Without a kept model there is nothing to extend: one line says what to run.
     run_grid(_tiny_grid(tmp_path / "bare", runs=1, save_model=False), arrays=mnist, verbose=0)
     capsys.readouterr()
