@@ -181,6 +181,16 @@ def test_a_parallel_groups_wall_time_counts_once(tmp_path):
         tmp_path / "out" / "report.md").read_text()
 
 
+def test_an_extended_runs_wall_time_counts_its_earlier_epochs(tmp_path):
+    # Trained 2 epochs (1 s each in metrics.csv), then extended to 3 by a
+    # process that took 10 s: its summary holds those 10 s only.
+    workdir = make_run(tmp_path, "mnist_fnn", "fnn_lecun", 0, [0.9, 0.95, 0.97], runs=1)
+    write_json(os.path.join(workdir, "summary.json"),
+               {"wall_seconds": 10.0, "resumed_from_epoch": 2})
+    stats = report([str(tmp_path)], str(tmp_path / "out"))
+    assert stats[("mnist_fnn", "fnn_lecun")]["wall_seconds"] == 12.0
+
+
 def test_runs_that_have_not_finished_sum_no_wall_time(tmp_path):
     make_run(tmp_path, "mnist_fnn", "fnn_lecun", 0, [0.9], finished=False)
     report([str(tmp_path)], str(tmp_path / "out"))
@@ -274,14 +284,15 @@ def test_the_committed_report_regenerates_from_the_committed_runs(tmp_path):
     # Each committed run holds only the small files a report needs: the
     # bias-scale study also reads the forward and gradient statistics, the
     # first-steps census the gradients, stages and step losses, the family
-    # section the symmetry diagnostics of its MNIST FNN and CIFAR CNN runs.
+    # section the symmetry diagnostics of its runs.
     for workdir in {run.workdir for runs in collect([os.path.join(results, "runs")]).values()
                     for run in runs}:
         extra = (["activations.csv", "gradients.csv"]
                  if f"{os.sep}beyond_bias_scale{os.sep}" in workdir else
                  ["gradients.csv", "stages.csv", "steps.csv"]
                  if f"{os.sep}census_" in workdir else
-                 ["symmetry.csv"] if f"{os.sep}family_" in workdir else [])
+                 ["symmetry.csv"] if f"{os.sep}family_" in workdir or
+                 f"{os.sep}cifar_resnet20{os.sep}" in workdir else [])
         assert sorted(os.listdir(workdir)) == sorted(
             ["config.json", "metrics.csv", "summary.json", *extra])
 

@@ -219,11 +219,16 @@ def _wall_seconds(runs):
     """The runs' summed wall time, each `--parallel_runs` group once: its runs
     trained together and each summary holds the group's time, so each run
     counts its share of it, and a group spanning variants is counted once
-    over them."""
+    over them. A summary's time is that of the process that finished the
+    run; where that process resumed or extended it, the epochs before count
+    their seconds in metrics.csv (training and evaluation, not start-up)."""
     total = 0.0
     for run in runs:
         share = len(run.provenance.parallel_group or ()) or 1
-        total += ((run.summary or {}).get("wall_seconds") or 0) / share
+        summary = run.summary or {}
+        earlier = run.rows[:summary.get("resumed_from_epoch") or 0]
+        total += ((summary.get("wall_seconds") or 0)
+                  + sum(float(row.get("seconds") or 0) for row in earlier)) / share
     return total
 
 
