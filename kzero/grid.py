@@ -23,10 +23,10 @@ import keras
 
 from kzero.config import ConfigError
 from kzero.datasets import load_dataset
-from kzero.io import read_csv, read_json
+from kzero.io import read_json
 from kzero.progress import GridProgress
 from kzero.quiet import has_tensorflow
-from kzero.records import DamagedFile, check_run_files
+from kzero.records import DamagedFile, check_run_files, read_rows
 from kzero.train import CHECKPOINT, MODEL_FILE, train
 
 __all__ = ["STOP_REQUEST", "check_runnable", "expand", "handle_signals", "run_grid"]
@@ -141,21 +141,18 @@ def _workdir(root, run):
 
 
 def _epochs_held(workdir):
-    """The epochs a run directory already holds, for the progress estimate: a
-    finished run's, or those logged before the checkpoint it resumes from; 0
-    where there are none or its files cannot be read (it then trains anew)."""
+    """The epochs a run directory already holds, for the progress estimate:
+    the rows of its metrics.csv where a summary or a checkpoint goes with
+    them; 0 where none does or the file cannot be read (it then trains anew)."""
     from kzero.parallel import GROUP_CHECKPOINT
 
-    summary_path = os.path.join(workdir, "summary.json")
+    if not any(os.path.exists(os.path.join(workdir, name))
+               for name in ("summary.json", CHECKPOINT, GROUP_CHECKPOINT)):
+        return 0
     try:
-        if os.path.exists(summary_path):
-            return int(read_json(summary_path).get("epochs_completed") or 0)
-        if any(os.path.exists(os.path.join(workdir, name))
-               for name in (CHECKPOINT, GROUP_CHECKPOINT)):
-            return len(read_csv(os.path.join(workdir, "metrics.csv")))
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
-    return 0
+        return len(read_rows(os.path.join(workdir, "metrics.csv")))
+    except (OSError, DamagedFile):
+        return 0
 
 
 def _train_alone(run, labels, arrays, root, overwrite, verbose, stop_request, progress):
