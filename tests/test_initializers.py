@@ -219,6 +219,36 @@ def test_zero_hadamard_equals_the_zero_reference_rule(fan_in, fan_out):
     assert not conv.any()
 
 
+def test_zero_widening_layers_start_with_copied_units_as_the_reference_rule_makes_them():
+    """Sylvester's H_2n is [[H_n, H_n], [H_n, -H_n]], so the first in columns of
+    H_p repeat with period 2^ceil(log2 in): a layer that widens starts with only
+    that many distinct units (a 32 -> 64 conv, [H_32; H_32], copies each unit
+    once), in the reference rule and in ResNet-20 under zero_hadamard alike.
+    The report's family table measures how many copies training leaves."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    from kzero.callbacks import distinct_units
+    from kzero.models import build_model
+
+    reference = reference_zero_init_on_matrix(torch.empty(64, 32)).numpy()
+    np.testing.assert_array_equal(reference[:32], reference[32:])
+    model = build_model("cifar10", model="resnet20", scheme="zero_hadamard")
+    widening = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            *_, fan_in, fan_out = kernel.shape
+            distinct = distinct_units(kernel, np.zeros(fan_out))
+            if fan_out > fan_in:
+                widening[layer.name] = (fan_in, fan_out, distinct)
+            else:
+                assert distinct == fan_out, layer.name
+    assert widening == {
+        "stem_conv": (3, 16, 4),
+        "stage2_block1_conv1": (16, 32, 16), "stage2_block1_shortcut_conv": (16, 32, 16),
+        "stage3_block1_conv1": (32, 64, 32), "stage3_block1_shortcut_conv": (32, 64, 32)}
+
+
 def test_zero_hadamard_through_apply_scheme_on_a_users_model():
     from kzero.initializers import apply_scheme
 

@@ -508,7 +508,7 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
             if init == "zero_normal":  # the symmetry diagnostics of its last epoch count
                 write_csv(os.path.join(workdir, "symmetry.csv"),
                           ["epoch", "layer", "units", "distinct_units", "dead_fraction"],
-                          [dict(epoch=0, layer="dense1", units=500, distinct_units=1,
+                          [dict(epoch=seed, layer="dense1", units=500, distinct_units=1,
                                 dead_fraction=1.0),
                            dict(epoch=3, layer="dense1", units=500, distinct_units=500 - seed,
                                 dead_fraction=0.004 * (seed + 1)),
@@ -529,9 +529,14 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
     assert hadamard[8:10] == ["0.97: 3.0 (1 of 2 seeds)", "3"]
     assert zero_normal[8:10] == ["0.97: not reached", "-"]
     assert [lecun[10], hadamard[10]] == ["step 1", "step 3"]
-    # Copies 0 and 1, dead 2 + 1 and 4 + 1 units: means 0.5 and 4 of 510 units.
-    assert [r[11] for r in rows.values()] == ["not recorded", "not recorded", "0.5 / 4 of 510"]
-    assert [r[12] for r in rows.values()] == ["no", "no", "yes"]
+    # Before training: seed 0's epoch 0 (499 copies, every unit dead); seed 1
+    # recorded from epoch 1 on, so only one of the two seeds counts.
+    assert [r[11] for r in rows.values()] == [
+        "not recorded", "not recorded", "499 / 500 of 500 (1 of 2 seeds)"]
+    # After the last epoch: copies 0 and 1, dead 2 + 1 and 4 + 1 units: means
+    # 0.5 and 4 of 510 units.
+    assert [r[12] for r in rows.values()] == ["not recorded", "not recorded", "0.5 / 4 of 510"]
+    assert [r[13] for r in rows.values()] == ["no", "no", "yes"]
     assert {r[4] for r in rows.values()} == {"3 of 10"}
     assert "from the runs of flags/family_mnist_fnn.flags. Columns:" in lines[2]
     answer = next(line for line in lines if line.startswith("- fnn:"))

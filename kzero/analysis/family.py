@@ -75,21 +75,25 @@ def _last_awake(run):
     return max(steps) if steps and None not in steps else None
 
 
-def _symmetry_at_end(run):
+def _symmetry_at(run, start):
     """(units that are copies of another, dead units, units) summed over the
-    layers at the run's last recorded epoch (symmetry.csv), or None where
-    the run did not record it or the file cannot be read."""
+    layers of symmetry.csv, before training (`start`: its epoch 0 rows) or
+    after the run's last recorded epoch; None where the run did not record
+    that epoch (a run extended with symmetry on starts its file later) or
+    the file cannot be read."""
     try:
         rows = read_rows(os.path.join(run.workdir, "symmetry.csv"))
     except DamagedFile:
         return None
     if not rows:
         return None
-    last_epoch = max(row["epoch"] for row in rows)
-    last = [row for row in rows if row["epoch"] == last_epoch]
-    return (sum(row["units"] - row["distinct_units"] for row in last),
-            sum(round(row["dead_fraction"] * row["units"]) for row in last),
-            sum(row["units"] for row in last))
+    epoch = 0 if start else max(row["epoch"] for row in rows)
+    chosen = [row for row in rows if row["epoch"] == epoch]
+    if not chosen:
+        return None
+    return (sum(row["units"] - row["distinct_units"] for row in chosen),
+            sum(round(row["dead_fraction"] * row["units"]) for row in chosen),
+            sum(row["units"] for row in chosen))
 
 
 def _flagfiles_of(experiment):
@@ -121,7 +125,8 @@ def family_rows(runs_by_key):
             "curves": [run.accuracy for run in runs],
             "epoch1": _interval_at(runs, 1), "epoch3": _interval_at(runs, 3),
             "target": target, "reached": reached, "awake": awake, "warned": warned,
-            "symmetry": [_symmetry_at_end(run) for run in runs],
+            "symmetry_start": [_symmetry_at(run, start=True) for run in runs],
+            "symmetry": [_symmetry_at(run, start=False) for run in runs],
         }
     return rows
 
@@ -148,13 +153,12 @@ def _cell_awake(measured):
     return woke
 
 
-def _cell_symmetry(measured):
-    recorded = [counts for counts in measured["symmetry"] if counts is not None]
+def _cell_symmetry(per_seed):
+    recorded = [counts for counts in per_seed if counts is not None]
     if not recorded:
         return "not recorded"
     copies, dead = (sum(counts[i] for counts in recorded) / len(recorded) for i in (0, 1))
-    note = "" if len(recorded) == len(measured["symmetry"]) else (
-        f" ({len(recorded)} of {len(measured['symmetry'])} seeds)")
+    note = "" if len(recorded) == len(per_seed) else f" ({len(recorded)} of {len(per_seed)} seeds)"
     return f"{round(copies, 1):g} / {round(dead, 1):g} of {recorded[0][2]}{note}"
 
 
@@ -167,7 +171,8 @@ def _row(experiment, variant, measured):
     return (f"| {measured['model']} | {measured['method']} | `{variant}` | {measured['seeds']} | "
             f"{trained} | {interval_of(measured['final'])} | {measured['epoch1']} | "
             f"{measured['epoch3']} | {measured['target']:g}: {epochs} | {seconds} | "
-            f"{_cell_awake(measured)} | {_cell_symmetry(measured)} | "
+            f"{_cell_awake(measured)} | {_cell_symmetry(measured['symmetry_start'])} | "
+            f"{_cell_symmetry(measured['symmetry'])} | "
             f"{'yes' if warned else 'no'} |")
 
 
@@ -271,15 +276,16 @@ def family_section(runs_by_key, out):
              "step by which every kernel had had a non-zero gradient (the last recorded "
              "awakening); the units that are copies of another unit of their layer (same "
              "incoming weights and bias) and the dead ones (output constant over the "
-             "probe batch) after the last epoch, summed over the layers and averaged over "
-             "the seeds (symmetry.csv; not recorded where the runs were made with "
-             "--norecord_symmetry or the file was not kept); whether kzero's init check "
+             "probe batch) before training and after the last epoch, summed over the layers "
+             "and averaged over the seeds (symmetry.csv; not recorded where the runs were "
+             "made with --norecord_symmetry, or recorded it only from a later epoch, or the "
+             "file was not kept); whether kzero's init check "
              "warned that batch norms remove the random biases.", "",
              "![family](family.png)", "",
              "| model | method | variant | seeds | epochs | final | epoch 1 | epoch 3 | epochs "
              "to target | seconds to target | all kernels awake by | units alike / dead at the "
-             "end | init check warns |",
-             "| --- " * 13 + "|"]
+             "start | units alike / dead at the end | init check warns |",
+             "| --- " * 14 + "|"]
     order = {experiment: i for i, experiment in enumerate(FAMILY)}
     lines += [_row(experiment, variant, measured) for (experiment, variant), measured in
               sorted(rows.items(), key=lambda item: (order[item[0][0]],
