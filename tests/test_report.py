@@ -422,24 +422,34 @@ def test_the_readmes_results_table_is_the_committed_reports():
         assert measured.strip(" |") == f"{float(row['mean']):.4f} ± {half:.4f}", variant
 
 
-def test_the_readmes_family_table_and_gaps_are_the_committed_reports():
-    """The README's zero-init family rows are the report's (model, method,
-    variant, seeds, epochs, final accuracy), every one of them, and its
-    ResNet-20 gaps the report's measured differences."""
-    from conftest import REPO
+def _table_after(text, heading):
+    """The cells of the rows of the first markdown table after `heading`."""
+    rest = text.split(heading, 1)[1]
+    table = rest[rest.index("\n| "):].split("\n\n")[0]
+    return [line.strip("| ").split(" | ") for line in table.strip().splitlines()[2:]]
 
-    text = open(os.path.join(REPO, "README.md")).read()
-    table = text.split("The zero-init family side by side", 1)[1].split("\n\n")[1]
-    readme = [line.strip("| ").split(" | ") for line in table.splitlines()[2:]]
+
+def test_the_readmes_family_answer_and_reproducings_gaps_are_the_committed_reports():
+    """The README's zero-init family answer is the report's, every row and
+    cell; docs/reproducing.md quotes the report's ResNet-20 differences."""
+    from conftest import REPO
+    from kzero.analysis.family import ANSWER_HEADER
+
+    readme = open(os.path.join(REPO, "README.md")).read()
     report_text = open(os.path.join(REPO, "docs", "results", "report.md")).read()
-    section = report_text.split("## The zero-init family side by side", 1)[1].split("\n## ")[0]
-    rows = [line.strip("| ").split(" | ") for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith(("| model", "| ---"))]
-    assert len(rows) >= 10
-    assert readme == [row[:6] for row in rows]
+    answer = _table_after(report_text, "Which start trains best, per model")
+    assert [row[0] for row in answer] == ["fnn", "cnn", "resnet20"]
+    assert ANSWER_HEADER in readme
+    assert _table_after(readme, "The zero-init family side by side") == answer
+    # The README's one-line reading of that table.
+    ahead = [row[0] for row in answer
+             if row[4].split(": ")[-1].startswith("+") and row[4].endswith("beyond seed noise")]
+    said = "No zero-weight start is ahead of the reference beyond seed noise on any of the three."
+    assert (said in readme.replace("\n", " ")) == (not ahead), ahead
+    reproducing = open(os.path.join(REPO, "docs", "reproducing.md")).read().replace("\n", " ")
     for scheme in ("zero_normal", "zero_normal_bn"):
         gap = report_text.split(f"resnet20_lecun - resnet20_{scheme}_x1 = ", 1)[1].split(".\n")[0]
-        assert f"{gap} ({scheme})" in text.replace("\n", " "), scheme
+        assert f"{gap} (" in reproducing, scheme
 
 
 def test_a_damaged_run_is_left_out_of_the_report_in_one_line_and_counted(tmp_path, capsys):
@@ -517,8 +527,9 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
     make_run(runs, "mnist_fnn", "fnn_lecun", 0, [0.99, 0.99, 0.99])  # not a family experiment
     lines = family_section(collect([str(runs)]), str(tmp_path))
     assert os.path.exists(tmp_path / "family.png")
+    table = lines[:lines.index(next(line for line in lines if line.startswith("Which start")))]
     rows = {cells[2].strip("`"): cells for cells in (line.strip("| ").split(" | ")
-                                                      for line in lines
+                                                      for line in table
                                                       if line.startswith("| fnn |"))}
     assert list(rows) == ["fnn_lecun", "fnn_zero_hadamard", "fnn_zero_normal_x1"]
     lecun, hadamard, zero_normal = rows.values()
@@ -539,17 +550,17 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
     assert [r[13] for r in rows.values()] == ["no", "no", "yes"]
     assert {r[4] for r in rows.values()} == {"3 of 10"}
     assert "from the runs of flags/family_mnist_fnn.flags. Columns:" in lines[2]
-    answer = next(line for line in lines if line.startswith("- fnn:"))
+    (answer,) = [line.strip("| ").split(" | ") for line in lines
+                 if line.startswith("| fnn | 3 of 10 |")]
     # Three of the ten epochs flags/family_mnist_fnn.flags plans: said, not called final.
-    assert "highest mean test accuracy after epoch 3 of the 10 its flagfile plans: " \
-        "PyTorch's default" in answer
     # ZerO's two seeds spread widely (0.972, 0.960): within seed noise of lecun.
-    assert "within seed noise of it: ZerO (Zhao et al.)." in answer
     zero_half = 12.706 * np.std([0.972, 0.960], ddof=1) / math.sqrt(2)
-    assert (f"Of the zero starts, ZerO (Zhao et al.) has the highest mean, 0.9660 ± "
-            f"{zero_half:.4f} (`fnn_zero_hadamard`): {0.966 - 0.9825:+.4f} ± "
-            f"{math.hypot(zero_half, half):.4f} against the reference init, within seed "
-            "noise." in answer)
+    assert answer == [
+        "fnn", "3 of 10", f"PyTorch's default (the paper's reference), 0.9825 ± {half:.4f}",
+        "ZerO (Zhao et al.)",
+        f"ZerO (Zhao et al.): {0.966 - 0.9825:+.4f} ± {math.hypot(zero_half, half):.4f}, "
+        "within seed noise",
+        f"{0.95 - 0.9825:+.4f} ± {half:.4f}, beyond seed noise"]
     # The family's experiments without runs are named, with their command.
     assert lines[-2] == (
         "No runs here yet of `family_cifar_cnn` (`python -m kzero.run "
@@ -586,6 +597,5 @@ def test_the_family_answer_compares_starts_at_an_epoch_they_all_have(tmp_path):
             make_run(tmp_path, "family_mnist_fnn", variant, seed, curve, epochs=len(curve),
                      runs=2, model="fnn", scheme=scheme)
     lines = family_section(collect([str(tmp_path)]), str(tmp_path))
-    answer = next(line for line in lines if line.startswith("- fnn:"))
-    assert answer.startswith("- fnn: the highest mean test accuracy after epoch 2, the last "
-                             "that every start has: He, 0.9600")
+    answer = next(line for line in lines if line.startswith("| fnn | 2 "))
+    assert answer.startswith("| fnn | 2 (the last every start has) | He, 0.9600")

@@ -16,7 +16,7 @@ from kzero.analysis.stats import confidence_interval, format_interval, interval_
 from kzero.experiments import flagfile_setting, paper_experiments
 from kzero.records import DamagedFile, read_rows
 
-__all__ = ["FAMILY", "METHODS", "family_rows", "family_section"]
+__all__ = ["ANSWER_HEADER", "FAMILY", "METHODS", "answer_rows", "family_rows", "family_section"]
 
 # The experiments the section reads, and the test accuracy whose first epoch
 # (and seconds of training) it reports for each: 0.97 is Figure 3's FNN near
@@ -183,46 +183,60 @@ def _within_noise(a, b):
     return abs(a[0] - b[0]) < math.hypot(*halves)
 
 
-def _answers(rows):
-    """Per model: the best accuracy and the starts within seed noise of it,
-    and the best start whose weights are (mostly) zero against the
-    reference; all at the last epoch every start of the model has (the
-    final one where they trained alike)."""
-    lines = []
-    for model in sorted({m["model"].split("_")[0] for m in rows.values()}):
+def _difference(a, b):
+    """a - b for two (mean, half-width) intervals: the difference, the
+    half-widths in quadrature, and whether it is beyond seed noise."""
+    half = math.hypot(*(h if math.isfinite(h) else 0.0 for h in (a[1], b[1])))
+    difference = a[0] - b[0]
+    return (f"{difference:+.4f} ± {half:.4f}, "
+            + ("within seed noise" if abs(difference) < half else "beyond seed noise"))
+
+
+REFERENCE_INITS = (METHODS["lecun"], METHODS["keras_default"], METHODS["he"])
+
+
+def answer_rows(rows):
+    """Per model, at the last epoch every start of the model has (the final
+    one where they trained alike): the epochs compared, the highest mean and
+    the starts within seed noise of it, and against the reference (lecun)
+    the best start whose weights are (mostly) zero and the paper's scheme
+    (all layers). A list of table cells per model."""
+    table = []
+    first_experiment = {}
+    for (experiment, _), measured in rows.items():
+        model = measured["model"].split("_")[0]
+        first_experiment[model] = min(first_experiment.get(model, len(FAMILY)),
+                                      list(FAMILY).index(experiment))
+    for model in sorted(first_experiment, key=first_experiment.get):
         mine = {k: m for k, m in rows.items() if m["model"].split("_")[0] == model}
         epoch = min(m["epochs"] for m in mine.values())
         means = {k: confidence_interval([curve[epoch - 1] for curve in m["curves"]])
                  for k, m in mine.items()}
         planned = max(m["planned_epochs"] for m in mine.values())
         if any(m["epochs"] != epoch for m in mine.values()):
-            when = f"test accuracy after epoch {epoch}, the last that every start has"
-        elif epoch < planned:
-            when = f"test accuracy after epoch {epoch} of the {planned} its flagfile plans"
+            epochs = f"{epoch} (the last every start has)"
         else:
-            when = "final test accuracy"
+            epochs = str(epoch) if epoch >= planned else f"{epoch} of {planned}"
         best = max(means, key=lambda k: means[k][0])
         close = [mine[k]["method"] for k in sorted(means, key=lambda k: -means[k][0])
                  if k != best and _within_noise(means[k], means[best])]
-        line = (f"- {model}: the highest mean {when}: {mine[best]['method']}, "
-                f"{format_interval(*means[best])} (`{best[1]}`); "
-                + (f"within seed noise of it: {', '.join(close)}" if close else
-                   "the only start with runs" if len(mine) == 1 else
-                   "every other start is below it beyond seed noise"))
-        zero = {k: v for k, v in means.items() if mine[k]["method"] not in (
-            METHODS["lecun"], METHODS["keras_default"], METHODS["he"])}
         reference = next((k for k in mine if mine[k]["method"] == METHODS["lecun"]), None)
-        if zero and reference is not None:
-            top = max(zero, key=lambda k: zero[k][0])
-            difference = zero[top][0] - means[reference][0]
-            half = math.hypot(*(h if math.isfinite(h) else 0.0
-                                for h in (zero[top][1], means[reference][1])))
-            line += (f". Of the zero starts, {mine[top]['method']} has the highest mean, "
-                     f"{format_interval(*zero[top])} (`{top[1]}`): {difference:+.4f} ± "
-                     f"{half:.4f} against the reference init, "
-                     + ("within seed noise" if abs(difference) < half else "beyond seed noise"))
-        lines.append(line + ".")
-    return lines
+        zero = [k for k in means if mine[k]["method"] not in REFERENCE_INITS]
+        paper = next((k for k in mine if mine[k]["method"] == METHODS["zero_normal"]), None)
+        against = ["-", "-"]
+        if reference is not None and zero:
+            top = max(zero, key=lambda k: means[k][0])
+            against[0] = f"{mine[top]['method']}: {_difference(means[top], means[reference])}"
+        if reference is not None and paper is not None:
+            against[1] = _difference(means[paper], means[reference])
+        table.append([model, epochs, f"{mine[best]['method']}, {format_interval(*means[best])}",
+                      ", ".join(close) or "none", *against])
+    return table
+
+
+ANSWER_HEADER = ("| model | epochs compared | highest mean test accuracy | within seed noise of it "
+                 "| best zero-weight start, minus the reference | the paper's scheme, minus "
+                 "the reference |")
 
 
 def _plot(rows, path):
@@ -290,7 +304,11 @@ def family_section(runs_by_key, out):
     lines += [_row(experiment, variant, measured) for (experiment, variant), measured in
               sorted(rows.items(), key=lambda item: (order[item[0][0]],
                                                      -confidence_interval(item[1]["final"])[0]))]
-    lines += ["", "Which start trains best, per model:", "", *_answers(rows), ""]
+    lines += ["", "Which start trains best, per model, at the last epoch all its starts have "
+              "(95% intervals over seeds; a difference's half-width is the two half-widths in "
+              "quadrature; the zero-weight starts are all but lecun, Glorot and He; the paper's "
+              "scheme is zero_normal in all layers):", "", ANSWER_HEADER, "| --- " * 6 + "|",
+              *("| " + " | ".join(cells) + " |" for cells in answer_rows(rows)), ""]
     missing = [e for e in FAMILY if e not in found]
     if missing:
         lines += ["No runs here yet of " + ", ".join(
