@@ -183,6 +183,17 @@ def _within_noise(a, b):
     return abs(a[0] - b[0]) < math.hypot(*halves)
 
 
+def _models_in_study_order(rows):
+    """The models of `rows` (a residual variant under its base name), in the
+    order of their first experiment in `FAMILY`."""
+    first_experiment = {}
+    for (experiment, _), measured in rows.items():
+        model = measured["model"].split("_")[0]
+        first_experiment[model] = min(first_experiment.get(model, len(FAMILY)),
+                                      list(FAMILY).index(experiment))
+    return sorted(first_experiment, key=first_experiment.get)
+
+
 def _difference(a, b):
     """a - b for two (mean, half-width) intervals: the difference, the
     half-widths in quadrature, and whether it is beyond seed noise."""
@@ -202,12 +213,7 @@ def answer_rows(rows):
     the best start whose weights are (mostly) zero and the paper's scheme
     (all layers). A list of table cells per model."""
     table = []
-    first_experiment = {}
-    for (experiment, _), measured in rows.items():
-        model = measured["model"].split("_")[0]
-        first_experiment[model] = min(first_experiment.get(model, len(FAMILY)),
-                                      list(FAMILY).index(experiment))
-    for model in sorted(first_experiment, key=first_experiment.get):
+    for model in _models_in_study_order(rows):
         mine = {k: m for k, m in rows.items() if m["model"].split("_")[0] == model}
         epoch = min(m["epochs"] for m in mine.values())
         means = {k: confidence_interval([curve[epoch - 1] for curve in m["curves"]])
@@ -240,7 +246,7 @@ ANSWER_HEADER = ("| model | epochs compared | highest mean test accuracy | withi
 
 
 def _plot(rows, path):
-    models = sorted({m["model"].split("_")[0] for m in rows.values()})
+    models = _models_in_study_order(rows)
     with figure(path, "The zero-init family: final test accuracy (95% interval over seeds)",
                 panels=len(models)) as axes:
         for axis, model in zip(axes, models):
@@ -261,7 +267,9 @@ def _plot(rows, path):
                 title += f": {low_epochs} to {high_epochs} epochs"
             elif high_epochs < planned:
                 title += f": {high_epochs} of {planned} epochs"
-            axis.set(xlabel="final test accuracy", title=title, xlim=(max(0.0, low - 0.1), None))
+            high = max(mean + (half if half == half else 0) for mean, half in means)
+            axis.set(xlabel="final test accuracy", title=title,
+                     xlim=(max(0.0, low - 0.1), min(1.0, high + 0.02)))
 
 
 def _and(items):
