@@ -15,7 +15,7 @@ from kzero.io import read_json
 from kzero.train import CHECKPOINT, train
 
 from conftest import REPO
-from test_reliability import receive_sigint_as_from_a_terminal
+from test_reliability import KZERO_RUN_AS_FROM_A_TERMINAL
 
 # Every line a run may print: kzero's own, and Keras' per-epoch progress.
 ALLOWED = [r"kzero: \d+ runs? of \S+ -> \S+",
@@ -132,12 +132,12 @@ def test_the_papers_flagfiles_are_found_by_name_from_anywhere(tmp_path, data_dir
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_run_at_once_and_exits(tmp_path, data_dir):
-    argv = [sys.executable, "-m", "kzero.run", "--dataset=mnist", "--model=fnn",
+    argv = [*KZERO_RUN_AS_FROM_A_TERMINAL, "--dataset=mnist", "--model=fnn",
             "--scheme=lecun", "--epochs=20", "--runs=1", f"--data_dir={data_dir}",
             f"--output_dir={tmp_path}"]
     workdir = tmp_path / "mnist_fnn" / "fnn_lecun" / "seed_0"
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=REPO, preexec_fn=receive_sigint_as_from_a_terminal)
+                               cwd=REPO)
     deadline = time.time() + 300
     while not (workdir / CHECKPOINT).exists():
         assert process.poll() is None and time.time() < deadline

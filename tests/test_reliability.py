@@ -134,12 +134,16 @@ def test_an_unreadable_group_checkpoint_is_kept_aside_and_the_group_trains_again
             for seed in (0, 1)] == expected
 
 
-def receive_sigint_as_from_a_terminal():
-    # A child inherits SIGINT ignored when its shell started the tests in the
-    # background (as CI does), and blocked when a library in this process
-    # blocked it in the forking thread.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+# `python -m kzero.run`, receiving SIGINT as from a terminal. A child inherits
+# SIGINT ignored when its shell started the tests in the background (as CI
+# does), and blocked when a library in this process blocked it in the forking
+# thread; the child undoes both itself, after exec, because a `preexec_fn`
+# would run this process's fork handlers, and jax's warns of a deadlock.
+KZERO_RUN_AS_FROM_A_TERMINAL = [sys.executable, "-c", (
+    "import runpy, signal; "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('kzero.run', run_name='__main__', alter_sys=True)")]
 
 
 @pytest.mark.slow
@@ -147,7 +151,8 @@ def test_interrupt_exits_cleanly_and_keeps_finished_epochs(tmp_path, data_dir):
     argv = ["--dataset=mnist", "--model=fnn", "--scheme=lecun", "--epochs=20", "--runs=1",
             f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
     workdir = tmp_path / "mnist_fnn" / "fnn_lecun" / "seed_0"
-    process = kzero_run(*argv, preexec_fn=receive_sigint_as_from_a_terminal)
+    process = subprocess.Popen([*KZERO_RUN_AS_FROM_A_TERMINAL, *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=REPO)
     deadline = time.time() + 300
     while not (workdir / CHECKPOINT).exists():
         assert process.poll() is None and time.time() < deadline
