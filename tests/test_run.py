@@ -697,17 +697,18 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
     # A group's console line per epoch: per variant, its runs' test accuracy,
     # read back from their metrics.csv, in place of Keras' line of every
     # replica's metrics.
-    finals = [float(read_csv(tmp_path / "together" / "mnist_fnn" / run / "metrics.csv")[0][
-        "test_accuracy"]) for run in first]
+    finals = [float(read_csv(tmp_path / "together" / "mnist_fnn" / run_dir / "metrics.csv")[0][
+        "test_accuracy"]) for run_dir in first]
     lecun = finals[:2]
     assert re.search(rf"^epoch 1/2 - \d+s - fnn_lecun: test accuracy {min(lecun):.4f} to "
                      rf"{max(lecun):.4f}, mean {sum(lecun) / 2:.4f}, over 2 runs; "
                      rf"fnn_zero_normal_x1: test accuracy {finals[2]:.4f}$",
                      output, re.MULTILINE), output
     assert max(len(line) for line in output.splitlines()) < 200
-    for run, group in [(name, first) for name in first] + [
+    for run_dir, group in [(name, first) for name in first] + [
             ("fnn_zero_normal_x1/seed_1", ["fnn_zero_normal_x1/seed_1"])]:
-        alone, together = (tmp_path / where / "mnist_fnn" / run for where in ("alone", "together"))
+        alone, together = (tmp_path / where / "mnist_fnn" / run_dir
+                           for where in ("alone", "together"))
         rows = [read_csv(d / "metrics.csv") for d in (alone, together)]
         assert [r["epoch"] for r in rows[1]] == ["1", "2"]
         for column in ("loss", "accuracy", "test_loss", "test_accuracy"):
@@ -731,7 +732,7 @@ def test_parallel_runs_equal_separate_runs(tmp_path, data_dir, capsys):
         summary = read_json(together / "summary.json")
         assert summary["status"] == "finished" and summary["parallel_runs"] == len(group)
         assert summary["awakening_step"] == read_json(alone / "summary.json")["awakening_step"] \
-            == ({"dense1": 1, "logits": 1} if "lecun" in run else {"dense1": 2, "logits": 1})
+            == ({"dense1": 1, "logits": 1} if "lecun" in run_dir else {"dense1": 2, "logits": 1})
         assert len(glob.glob(str(together / "events.out.tfevents.*"))) == 1
 
 
