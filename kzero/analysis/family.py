@@ -198,9 +198,8 @@ def _difference(a, b):
     """a - b for two (mean, half-width) intervals: the difference, the
     half-widths in quadrature, and whether it is beyond seed noise."""
     half = math.hypot(*(h if math.isfinite(h) else 0.0 for h in (a[1], b[1])))
-    difference = a[0] - b[0]
-    return (f"{difference:+.4f} ± {half:.4f}, "
-            + ("within seed noise" if abs(difference) < half else "beyond seed noise"))
+    return (f"{a[0] - b[0]:+.4f} ± {half:.4f}, "
+            + ("within seed noise" if _within_noise(a, b) else "beyond seed noise"))
 
 
 REFERENCE_INITS = (METHODS["lecun"], METHODS["keras_default"], METHODS["he"])
