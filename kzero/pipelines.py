@@ -201,8 +201,11 @@ def make_pipelines(arrays, batch_size, seed, epochs, initial_epoch=0, normalizat
     x, y = arrays["x_train"][limit], arrays["y_train"][limit]
     test_x, test_y = arrays["x_test"][limit], arrays["y_test"][limit]
     steps_per_epoch = count_steps(arrays, batch_size, max_examples)
+    # A run resumed with every epoch done (its checkpoint holds them all)
+    # trains none, but `fit` still takes data: one epoch's, never read.
     orders = np.stack([epoch_order(seed, epoch, len(x), order)
-                       for epoch in range(initial_epoch, epochs)]).astype(np.int32)
+                       for epoch in range(initial_epoch, max(epochs, initial_epoch + 1))]
+                      ).astype(np.int32)
     if pipeline == "tf":
         train, test = _tf_pipelines(x, y, test_x, test_y, orders, batch_size, seed,
                                     steps_per_epoch, initial_epoch, normalization, augment,

@@ -370,6 +370,33 @@ def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_lon
            capsys.readouterr().out
 
 
+def test_an_extension_stopped_before_its_first_new_epoch_finishes_when_rerun_as_before(
+        tmp_path, mnist, capsys):
+    """An extension moves the kept model back to a checkpoint; stopped before
+    a new epoch ends, it leaves a checkpoint holding every epoch of the
+    original command (as a kill between a run's last checkpoint and its
+    summary does). That command, rerun, finishes the run without training."""
+    from kzero.grid import run_grid
+
+    run_grid(_tiny_grid(tmp_path, runs=1), arrays=mnist, verbose=0)
+    workdir = tmp_path / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
+    first, rows = read_json(workdir / "summary.json"), read_csv(workdir / "metrics.csv")
+    # What the extension does before it trains, and a stop leaves as it is.
+    os.replace(workdir / "model.keras", workdir / CHECKPOINT)
+    os.remove(workdir / "summary.json")
+    capsys.readouterr()
+    run_grid(_tiny_grid(tmp_path, runs=1), arrays=mnist, verbose=0)
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    assert "logreg_zero_normal_x1/seed_0: finished after 2 epochs" in out, out
+    summary = read_json(workdir / "summary.json")
+    for key in ("status", "epochs_completed", "final_test_accuracy", "awakening_step"):
+        assert summary[key] == first[key], key
+    assert summary["resumed_from_epoch"] == 2
+    assert read_csv(workdir / "metrics.csv") == rows
+    assert (workdir / "model.keras").exists() and not (workdir / CHECKPOINT).exists()
+
+
 def test_a_full_disk_is_one_line_leaves_no_partial_file_and_a_rerun_resumes(
         tmp_path, data_dir, capsys, monkeypatch):
     import errno
