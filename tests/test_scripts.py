@@ -143,3 +143,31 @@ def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
         summary = read_json(tmp_path / "cifar_resnet50" / f"logreg_{variant}" / "seed_0"
                             / "summary.json")
         assert summary["status"] == "finished"
+
+
+def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_statistics(
+        data_dir, cifar10, tmp_path):
+    from kzero.config import RunConfig
+    from kzero.train import train
+
+    workdir = tmp_path / "run"
+    # After a few steps the moving statistics are still near their start
+    # (momentum 0.99), far from any test batch's: the two tests differ.
+    config = RunConfig(dataset="cifar10", model="cnn", scheme="lecun", epochs=1,
+                       max_examples=1024, data_dir=data_dir, record_gradients=False,
+                       record_activations=False, record_symmetry=False)
+    train(config, str(workdir), cifar10, verbose=0)
+    result = json.loads(run_script("scripts/bn_statistics.py", str(workdir),
+                                   f"--data_dir={data_dir}").strip().splitlines()[-1])
+    # With moving statistics it is the run's own test: the same pipeline,
+    # normalisation and examples, so the same accuracy as its metrics.csv.
+    assert result["moving_statistics"] == pytest.approx(result["metrics_csv"], abs=1e-6)
+    assert result["metrics_csv"] == pytest.approx(
+        float(read_csv(workdir / "metrics.csv")[-1]["test_accuracy"]))
+    assert result["batch_statistics"] != result["moving_statistics"]
+    os.remove(workdir / "model.keras")
+    missing = subprocess.run([sys.executable, "scripts/bn_statistics.py", str(workdir)],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        f"bn_statistics: {workdir / 'model.keras'} not found; give the directory of a "
+        "finished run that kept its model (not --nosave_model)")

@@ -1,0 +1,75 @@
+"""A run's kept model tested twice: its batch norms normalising with their
+moving statistics (Keras' test-time rule, what the run's metrics.csv
+measured) and with each test batch's own (what `--bn_statistics=batch`
+and the authors' code do). A gap between the two says that the moving
+statistics, not the weights, are what a test accuracy lacks.
+
+    python scripts/bn_statistics.py RUN_DIR [--data_dir=DIR]
+
+RUN_DIR holds the run's config.json and model.keras (a finished run that kept
+its model). Prints one JSON line.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("data_dir", None, "Where the dataset files are (default: $KZERO_DATA_DIR, "
+                    "else kzero's download cache).")
+FLAGS = flags.FLAGS
+
+
+def test_accuracies(workdir, data_dir=None):
+    """{"moving_statistics", "batch_statistics", "metrics_csv"}: the kept
+    model's test accuracy with each normalisation, and the last one the run
+    logged."""
+    import keras
+    import numpy as np
+
+    import kzero  # noqa: F401  registers kzero's layers and initializers for loading
+    from kzero.config import RunConfig
+    from kzero.datasets import load_dataset
+    from kzero.records import read_rows
+    from kzero.train import run_arrays, run_pipelines
+
+    config = RunConfig.read(os.path.join(workdir, "config.json"))
+    arrays = run_arrays(config, load_dataset(config.dataset, data_dir))
+    _, _, test = run_pipelines(config, arrays)
+    accuracies = {}
+    for name, training in (("moving_statistics", False), ("batch_statistics", True)):
+        # A model of its own each: a call in training mode updates the moving statistics.
+        model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+        right = seen = 0
+        for x, y in test:
+            labels = np.asarray(y).reshape(-1)
+            logits = keras.ops.convert_to_numpy(model(x, training=training))
+            right += int((logits.argmax(-1) == labels).sum())
+            seen += len(labels)
+        accuracies[name] = right / seen
+    accuracies["metrics_csv"] = read_rows(os.path.join(workdir, "metrics.csv"))[-1][
+        "test_accuracy"]
+    return accuracies
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit("usage: python scripts/bn_statistics.py RUN_DIR [--data_dir=DIR]")
+    workdir = argv[1]
+    for name in ("config.json", "model.keras", "metrics.csv"):
+        path = os.path.join(workdir, name)
+        if not os.path.exists(path):
+            sys.exit(f"bn_statistics: {path} not found; give the directory of a finished run "
+                     "that kept its model (not --nosave_model)")
+    from kzero.datasets import DataError
+
+    try:
+        accuracies = test_accuracies(workdir, FLAGS.data_dir)
+    except DataError as e:
+        sys.exit(f"bn_statistics: {e}")
+    print(json.dumps({"run": workdir, **accuracies}))
+
+
+if __name__ == "__main__":
+    app.run(main)
