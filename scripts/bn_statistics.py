@@ -28,7 +28,6 @@ def test_accuracies(workdir, data_dir=None):
     import keras
     import numpy as np
 
-    import kzero  # noqa: F401  registers kzero's layers and initializers for loading
     from kzero.config import RunConfig
     from kzero.datasets import load_dataset
     from kzero.records import read_rows
