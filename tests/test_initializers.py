@@ -249,6 +249,61 @@ def test_zero_widening_layers_start_with_copied_units_as_the_reference_rule_make
         "stage3_block1_conv1": (32, 64, 32), "stage3_block1_shortcut_conv": (32, 64, 32)}
 
 
+def _distinct_columns(outputs, atol=1e-5):
+    """How many columns (units) differ by more than `atol` once each is
+    scaled to a largest magnitude of 1."""
+    columns = outputs / np.abs(outputs).max(axis=0)
+    kept = []
+    for column in columns.T:
+        if not any(np.allclose(column, other, rtol=0, atol=atol) for other in kept):
+            kept.append(column)
+    return len(kept)
+
+
+def test_zero_cifar_cnn_starts_with_four_distinct_outputs_per_conv_as_the_reference_rule_predicts(
+        cifar10):
+    """Why ZerO's CIFAR CNN starts with most units dead: conv1 widens 3 -> 32
+    from H_32's first 3 columns, which hold only 4 sign patterns, so its 32
+    channels are 4 features 8 times over. conv2's Hadamard rows sum each
+    feature's 8 copies, and all but 8 of its 64 rows sum every group to
+    exactly 0: 56 units get no input and, with a zero bias, output a
+    constant. Every later conv mixes the same 4 features the same way.
+    Predicted here from the reference rule alone (each conv a 1x1 map at
+    the centre tap, zero biases; ELU, max pooling and the batch norms, which
+    start as the identity map, keep equal channels equal and zero ones zero),
+    and measured on the built model over real CIFAR-10 images."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    from kzero.callbacks import dead_fraction
+    from kzero.datasets import get_dataset
+    from kzero.pipelines import probe_batch
+
+    model = build_model("cifar10", model="cnn", scheme="zero_hadamard")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    predicted, features = {}, np.eye(3)  # each input channel is a feature of its own
+    for layer in convs:
+        *_, fan_in, fan_out = layer.kernel.shape
+        # Each unit's pre-activation as a combination of the previous layer's distinct features.
+        reference = reference_zero_init_on_matrix(torch.empty(fan_out, fan_in)).double().numpy()
+        mix = reference @ features
+        live = np.abs(mix).sum(axis=1) > 1e-9
+        patterns, which = np.unique(mix[live].round(9), axis=0, return_inverse=True)
+        features = np.zeros((fan_out, len(patterns)))
+        features[np.flatnonzero(live), which.ravel()] = 1
+        predicted[layer.name] = (float(1 - live.mean()), len(patterns))
+
+    x, _ = probe_batch(cifar10, 32, get_dataset("cifar10").normalization(cifar10))
+    outputs = keras.Model(model.inputs, [layer.output for layer in convs])([x], training=False)
+    measured = {}
+    for layer, output in zip(convs, outputs):
+        output = keras.ops.convert_to_numpy(output).reshape(-1, layer.filters).astype(np.float64)
+        live = np.ptp(output, axis=0) > 1e-6 * (1 + np.abs(output).max(axis=0))
+        measured[layer.name] = (dead_fraction(output), _distinct_columns(output[:, live]))
+    assert measured == predicted
+    assert {distinct for _, distinct in measured.values()} == {4}
+    assert [dead for dead, _ in measured.values()] == [0, 56 / 64, 0.5, 0.5, 15 / 16, 15 / 16]
+
+
 def test_zero_hadamard_through_apply_scheme_on_a_users_model():
     from kzero.initializers import apply_scheme
 
