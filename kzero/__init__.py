@@ -52,7 +52,7 @@ from kzero.initializers import (SCHEMES, FanInUniform, FixupNormal,  # noqa: E40
                                 apply_scheme, get_scheme, ZerOHadamard, register_scheme, small_normal_scheme)
 from kzero.initcheck import check_init, init_warning  # noqa: E402
 from kzero.layers import (PadChannels, ScalarBias, ScalarScale,  # noqa: E402
-                          StableBatchNormalization)
+                          StableBatchNormalization, recompute_moving_statistics)
 from kzero.models import (ACTIVATIONS, MODELS, LayerFactory, ModelSpec,  # noqa: E402
                           build_model, register_model)
 from kzero.optimizers import OPTIMIZERS, register_optimizer  # noqa: E402
@@ -67,6 +67,7 @@ __all__ = ["ACTIVATIONS", "ConfigError", "DATASETS", "DataError",
            "StableBatchNormalization", "ZerOHadamard",
            "apply_scheme", "build_model", "check_init",
            "get_dataset", "get_scheme", "init_warning", "initializers", "layers", "load_dataset",
+           "recompute_moving_statistics",
            "register_dataset", "register_model", "register_optimizer", "register_protocol",
            "register_scheme", "run_grid", "small_normal_scheme", "train"]
 

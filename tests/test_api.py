@@ -327,3 +327,29 @@ def test_docs_grid_snippet_makes_the_grid_it_prints(capsys):
     assert len(runs) == 9 and {run.epochs for run in runs} == {2}
     assert capsys.readouterr().out.strip() == \
         "['fnn_lecun', 'fnn_zero_normal_x0.01', 'fnn_zero_normal_x1']"
+
+
+def test_recompute_moving_statistics_gives_each_batch_norm_its_inputs_exact_statistics(cifar10):
+    from kzero.datasets import get_dataset
+    from kzero.pipelines import probe_batch
+
+    images, _ = probe_batch(cifar10, 256, get_dataset("cifar10").normalization(cifar10))
+    model = build_model("cifar10", model="cnn", scheme="lecun", seed=1)
+    norms = [layer for layer in model.layers if isinstance(layer, kzero.StableBatchNormalization)]
+    for layer in norms:  # far from any statistics the model can have
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 5.0, np.float32))
+        layer.moving_variance.assign(np.full(layer.moving_variance.shape, 100.0, np.float32))
+    # Chunks of 100 leave a short last one: the pooled statistics must still be exact.
+    assert kzero.recompute_moving_statistics(model, images, batch_size=100) is model
+    for layer in norms:
+        inputs = numpy(keras.Model(model.input, layer.input)(images, training=False))
+        inputs = inputs.reshape(-1, inputs.shape[-1])
+        np.testing.assert_allclose(numpy(layer.moving_mean), inputs.mean(axis=0),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(numpy(layer.moving_variance), inputs.var(axis=0), rtol=1e-5)
+    # So on those images, testing with the moving statistics is testing with
+    # the batch's own, as one batch of all 256.
+    moving = numpy(model(images, training=False))
+    for layer in norms:
+        layer.test_statistics = "batch"
+    np.testing.assert_allclose(moving, numpy(model(images, training=False)), atol=2e-4)

@@ -145,7 +145,7 @@ def test_the_gpu_agenda_runs_every_item_in_its_smoke_mode(data_dir, tmp_path):
         assert summary["status"] == "finished"
 
 
-def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_statistics(
+def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_and_recomputed_statistics(
         data_dir, cifar10, tmp_path):
     from kzero.config import RunConfig
     from kzero.train import train
@@ -157,14 +157,22 @@ def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_statisti
                        max_examples=1024, data_dir=data_dir, record_gradients=False,
                        record_activations=False, record_symmetry=False)
     train(config, str(workdir), cifar10, verbose=0)
-    result = json.loads(run_script("scripts/bn_statistics.py", str(workdir),
-                                   f"--data_dir={data_dir}").strip().splitlines()[-1])
+    result = json.loads(run_script("scripts/bn_statistics.py", str(workdir), f"--data_dir={data_dir}",
+                                   "--recompute_examples=2048").strip().splitlines()[-1])
     # With moving statistics it is the run's own test: the same pipeline,
     # normalisation and examples, so the same accuracy as its metrics.csv.
     assert result["moving_statistics"] == pytest.approx(result["metrics_csv"], abs=1e-6)
     assert result["metrics_csv"] == pytest.approx(
         float(read_csv(workdir / "metrics.csv")[-1]["test_accuracy"]))
     assert result["batch_statistics"] != result["moving_statistics"]
+    # Statistics recomputed from training images with the kept weights test
+    # about as the test batches' own do, far from the stale moving ones.
+    assert (abs(result["recomputed_statistics"] - result["batch_statistics"])
+            < abs(result["moving_statistics"] - result["batch_statistics"]) / 2)
+    # The run keeps them, with the epoch they describe, for the report.
+    assert read_json(workdir / "bn_statistics.json") == {
+        key: value for key, value in result.items() if key != "run"}
+    assert result["epoch"] == 1 and result["recompute_examples"] == 2048
     os.remove(workdir / "model.keras")
     missing = subprocess.run([sys.executable, "scripts/bn_statistics.py", str(workdir)],
                              capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -14,6 +14,7 @@ from kzero.analysis.plots import figure
 from kzero.analysis.report import planned_epochs
 from kzero.analysis.stats import confidence_interval, format_interval, interval_of
 from kzero.experiments import flagfile_setting, paper_experiments
+from kzero.io import read_json
 from kzero.records import DamagedFile, read_rows
 
 __all__ = ["ANSWER_HEADER", "FAMILY", "METHODS", "answer_rows", "family_rows", "family_section"]
@@ -96,6 +97,19 @@ def _symmetry_at(run, start):
             sum(row["units"] for row in chosen))
 
 
+def _recomputed(run):
+    """The final test accuracy with the batch norms' statistics recomputed
+    from training images (`scripts/bn_statistics.py`'s bn_statistics.json),
+    or None where the run has no such file for its last epoch."""
+    try:
+        measured = read_json(os.path.join(run.workdir, "bn_statistics.json"))
+        if measured["epoch"] == len(run.accuracy):
+            return float(measured["recomputed_statistics"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def _flagfiles_of(experiment):
     """The flagfiles that write runs into `experiment`."""
     return [f"flags/{name}.flags" for name in paper_experiments()
@@ -127,6 +141,7 @@ def family_rows(runs_by_key):
             "target": target, "reached": reached, "awake": awake, "warned": warned,
             "symmetry_start": [_symmetry_at(run, start=True) for run in runs],
             "symmetry": [_symmetry_at(run, start=False) for run in runs],
+            "recomputed": [_recomputed(run) for run in runs],
         }
     return rows
 
@@ -162,6 +177,14 @@ def _cell_symmetry(per_seed):
     return f"{round(copies, 1):g} / {round(dead, 1):g} of {recorded[0][2]}{note}"
 
 
+def _cell_recomputed(per_seed):
+    measured = [accuracy for accuracy in per_seed if accuracy is not None]
+    if not measured:
+        return "-"
+    note = "" if len(measured) == len(per_seed) else f" ({len(measured)} of {len(per_seed)} seeds)"
+    return interval_of(measured) + note
+
+
 def _row(experiment, variant, measured):
     epochs, seconds = _cell_to_target(measured)
     warned = sum(measured["warned"])
@@ -173,7 +196,7 @@ def _row(experiment, variant, measured):
             f"{measured['epoch3']} | {measured['target']:g}: {epochs} | {seconds} | "
             f"{_cell_awake(measured)} | {_cell_symmetry(measured['symmetry_start'])} | "
             f"{_cell_symmetry(measured['symmetry'])} | "
-            f"{'yes' if warned else 'no'} |")
+            f"{'yes' if warned else 'no'} | {_cell_recomputed(measured['recomputed'])} |")
 
 
 def _within_noise(a, b):
@@ -301,12 +324,17 @@ def family_section(runs_by_key, out):
              "and averaged over the seeds (symmetry.csv; not recorded where the runs were "
              "made with --norecord_symmetry, or recorded it only from a later epoch, or the "
              "file was not kept); whether kzero's init check "
-             "warned that batch norms remove the random biases.", "",
+             "warned that batch norms remove the random biases; the final test accuracy with "
+             "the batch norms' moving statistics replaced by those of training images under "
+             "the final weights (`python scripts/bn_statistics.py RUN_DIR`, which writes the "
+             "run's bn_statistics.json with the number of images; - where no run has one for "
+             "its last epoch).", "",
              "![family](family.png)", "",
              "| model | method | variant | seeds | epochs | final | epoch 1 | epoch 3 | epochs "
              "to target | seconds to target | all kernels awake by | units alike / dead at the "
-             "start | units alike / dead at the end | init check warns |",
-             "| --- " * 14 + "|"]
+             "start | units alike / dead at the end | init check warns | final, batch norm "
+             "statistics recomputed |",
+             "| --- " * 15 + "|"]
     order = {experiment: i for i, experiment in enumerate(FAMILY)}
     lines += [_row(experiment, variant, measured) for (experiment, variant), measured in
               sorted(rows.items(), key=lambda item: (order[item[0][0]],
