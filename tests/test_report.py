@@ -284,15 +284,18 @@ def test_the_committed_report_regenerates_from_the_committed_runs(tmp_path):
     # Each committed run holds only the small files a report needs: the
     # bias-scale study also reads the forward and gradient statistics, the
     # first-steps census the gradients, stages and step losses, the family
-    # section the symmetry diagnostics of its runs.
+    # section the symmetry diagnostics of its runs and, where they have batch
+    # norms, their accuracy with recomputed statistics.
     for workdir in {run.workdir for runs in collect([os.path.join(results, "runs")]).values()
                     for run in runs}:
         extra = (["activations.csv", "gradients.csv"]
                  if f"{os.sep}beyond_bias_scale{os.sep}" in workdir else
                  ["gradients.csv", "stages.csv", "steps.csv"]
                  if f"{os.sep}census_" in workdir else
-                 ["symmetry.csv"] if f"{os.sep}family_" in workdir or
-                 f"{os.sep}cifar_resnet20{os.sep}" in workdir else [])
+                 ["symmetry.csv", "bn_statistics.json"]
+                 if f"{os.sep}family_cifar_cnn{os.sep}" in workdir or
+                 f"{os.sep}cifar_resnet20{os.sep}" in workdir else
+                 ["symmetry.csv"] if f"{os.sep}family_" in workdir else [])
         assert sorted(os.listdir(workdir)) == sorted(
             ["config.json", "metrics.csv", "summary.json", *extra])
 
