@@ -108,11 +108,14 @@ def recompute_moving_statistics(model, images, batch_size=500):
     noise of their batches; a model whose test accuracy with moving
     statistics is far below that with batch statistics may lack only these.
     The batch norms are redone in the model's layer order, so each sees the
-    recomputed statistics of those before it; each costs a forward pass over
-    `images` up to it, so a deep network takes many. Works on Keras' batch norm and
-    kzero's; `images` are model inputs, preprocessed as for the model.
+    recomputed statistics of those before it; each costs a forward pass
+    over `images` up to it, so a deep network takes many. Works on Keras'
+    batch norm and kzero's, normalising over the last axis (Keras' default);
+    `images` are model inputs, preprocessed as for the model.
     Returns the model.
     """
+    if len(images) == 0:
+        raise ValueError("recompute_moving_statistics needs at least one image")
     for layer in model.layers:
         if not (hasattr(layer, "moving_mean") and hasattr(layer, "moving_variance")):
             continue

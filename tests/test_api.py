@@ -353,3 +353,5 @@ def test_recompute_moving_statistics_gives_each_batch_norm_its_inputs_exact_stat
     for layer in norms:
         layer.test_statistics = "batch"
     np.testing.assert_allclose(moving, numpy(model(images, training=False)), atol=2e-4)
+    with pytest.raises(ValueError, match="needs at least one image"):
+        kzero.recompute_moving_statistics(model, images[:0])
