@@ -71,7 +71,8 @@ def test_accuracies(workdir, data_dir=None, recompute_examples=10000):
 
 def main(argv):
     if len(argv) != 2:
-        sys.exit("usage: python scripts/bn_statistics.py RUN_DIR [--data_dir=DIR]")
+        sys.exit("usage: python scripts/bn_statistics.py RUN_DIR [--data_dir=DIR] "
+                 "[--recompute_examples=N]")
     workdir = argv[1]
     for name in ("config.json", "model.keras", "metrics.csv"):
         path = os.path.join(workdir, name)

@@ -249,17 +249,6 @@ def test_zero_widening_layers_start_with_copied_units_as_the_reference_rule_make
         "stage3_block1_conv1": (32, 64, 32), "stage3_block1_shortcut_conv": (32, 64, 32)}
 
 
-def _distinct_columns(outputs, atol=1e-5):
-    """How many columns (units) differ by more than `atol` once each is
-    scaled to a largest magnitude of 1."""
-    columns = outputs / np.abs(outputs).max(axis=0)
-    kept = []
-    for column in columns.T:
-        if not any(np.allclose(column, other, rtol=0, atol=atol) for other in kept):
-            kept.append(column)
-    return len(kept)
-
-
 def test_zero_cifar_cnn_starts_with_four_distinct_outputs_per_conv_as_the_reference_rule_predicts(
         cifar10):
     """Why ZerO's CIFAR CNN starts with most units dead: conv1 widens 3 -> 32
@@ -274,7 +263,7 @@ def test_zero_cifar_cnn_starts_with_four_distinct_outputs_per_conv_as_the_refere
     and measured on the built model over real CIFAR-10 images."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("scipy")
-    from kzero.callbacks import dead_fraction
+    from kzero.callbacks import dead_fraction, distinct_units
     from kzero.datasets import get_dataset
     from kzero.pipelines import probe_batch
 
@@ -298,7 +287,9 @@ def test_zero_cifar_cnn_starts_with_four_distinct_outputs_per_conv_as_the_refere
     for layer, output in zip(convs, outputs):
         output = keras.ops.convert_to_numpy(output).reshape(-1, layer.filters).astype(np.float64)
         live = np.ptp(output, axis=0) > 1e-6 * (1 + np.abs(output).max(axis=0))
-        measured[layer.name] = (dead_fraction(output), _distinct_columns(output[:, live]))
+        # Units whose outputs are equal compute the same function of the input.
+        measured[layer.name] = (dead_fraction(output),
+                                distinct_units(output[:, live], np.zeros(live.sum())))
     assert measured == predicted
     assert {distinct for _, distinct in measured.values()} == {4}
     assert [dead for dead, _ in measured.values()] == [0, 56 / 64, 0.5, 0.5, 15 / 16, 15 / 16]

@@ -151,8 +151,8 @@ def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_and_reco
     from kzero.train import train
 
     workdir = tmp_path / "run"
-    # After a few steps the moving statistics are still near their start
-    # (momentum 0.99), far from any test batch's: the two tests differ.
+    # After a few steps the moving statistics still carry their start
+    # (momentum 0.9 from mean 0, variance 1), far from any test batch's.
     config = RunConfig(dataset="cifar10", model="cnn", scheme="lecun", epochs=1,
                        max_examples=1024, data_dir=data_dir, record_gradients=False,
                        record_activations=False, record_symmetry=False)
