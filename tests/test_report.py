@@ -449,6 +449,12 @@ def test_the_readmes_family_answer_and_reproducings_gaps_are_the_committed_repor
              if row[4].split(": ")[-1].startswith("+") and row[4].endswith("beyond seed noise")]
     said = "No zero-weight start is ahead of the reference beyond seed noise on any of the three."
     assert (said in readme.replace("\n", " ")) == (not ahead), ahead
+    # And its reading of the last column, the gaps with recomputed statistics.
+    gaps = [row[6] for row in answer if row[6] != "-"]
+    said = "the paper's scheme's gap to lecun is beyond seed noise."
+    assert (said in readme.replace("\n", " ")) == (
+        bool(gaps) and all(gap.startswith("-") and gap.endswith("beyond seed noise")
+                           for gap in gaps)), gaps
     reproducing = open(os.path.join(REPO, "docs", "reproducing.md")).read().replace("\n", " ")
     for scheme in ("zero_normal", "zero_normal_bn"):
         gap = report_text.split(f"resnet20_lecun - resnet20_{scheme}_x1 = ", 1)[1].split(".\n")[0]
@@ -571,7 +577,7 @@ def test_the_family_section_is_computed_from_its_runs(tmp_path):
         "ZerO (Zhao et al.)",
         f"ZerO (Zhao et al.): {0.966 - 0.9825:+.4f} ± {math.hypot(zero_half, half):.4f}, "
         "within seed noise",
-        f"{0.95 - 0.9825:+.4f} ± {half:.4f}, beyond seed noise"]
+        f"{0.95 - 0.9825:+.4f} ± {half:.4f}, beyond seed noise", "-"]
     # The family's experiments without runs are named, with their command.
     assert lines[-2] == (
         "No runs here yet of `family_cifar_cnn` (`python -m kzero.run "
@@ -597,6 +603,41 @@ def test_the_census_keeps_a_gpu_run_apart_from_the_cpu_runs_of_its_backend():
     gpu = rows[("resnet50", "resnet50_zero_normal_x1", "jax on NVIDIA H200")]
     assert [m["steps"] for m in cpu] == [10] and [m["steps"] for m in gpu] == [30]
     assert [m["awake"] for m in cpu] == [34] and [m["awake"] for m in gpu] == [9]
+
+
+def test_the_family_answer_gives_the_papers_gap_with_recomputed_statistics_where_every_seed_has_them(
+        tmp_path):
+    from kzero.analysis.family import family_section
+
+    recomputed = {"fnn_lecun": ("lecun", [0.95, 0.97], [0.960, 0.961]),
+                  "fnn_zero_normal_x1": ("zero_normal", [0.70, 0.90], [0.930, 0.931])}
+    for variant, (scheme, finals, recomputed_finals) in recomputed.items():
+        for seed, (final, recomputed_final) in enumerate(zip(finals, recomputed_finals)):
+            workdir = make_run(tmp_path, "family_mnist_fnn", variant, seed, [0.5, 0.6, final],
+                               runs=2, model="fnn", scheme=scheme)
+            write_json(os.path.join(workdir, "bn_statistics.json"),
+                       {"epoch": 3, "recomputed_statistics": recomputed_final})
+
+    def answer():
+        lines = family_section(collect([str(tmp_path)]), str(tmp_path))
+        return next(line for line in lines if line.startswith("| fnn | 3 of 10 |")
+                    ).strip("| ").split(" | ")
+
+    def half(values):
+        return 12.706 * np.std(values, ddof=1) / math.sqrt(2)
+
+    # With moving statistics the gap is within seed noise; recomputed, beyond it.
+    assert answer()[5] == (f"{0.80 - 0.96:+.4f} ± "
+                           f"{math.hypot(half([0.70, 0.90]), half([0.95, 0.97])):.4f}, "
+                           "within seed noise")
+    assert answer()[6] == (f"{0.9305 - 0.9605:+.4f} ± "
+                           f"{math.hypot(half([0.930, 0.931]), half([0.960, 0.961])):.4f}, "
+                           "beyond seed noise")
+    # A seed whose file describes an earlier epoch leaves the gap unmeasured.
+    workdir = os.path.join(tmp_path, "family_mnist_fnn", "fnn_lecun", "seed_1")
+    write_json(os.path.join(workdir, "bn_statistics.json"),
+               {"epoch": 2, "recomputed_statistics": 0.961})
+    assert answer()[6] == "-"
 
 
 def test_the_family_answer_compares_starts_at_an_epoch_they_all_have(tmp_path):

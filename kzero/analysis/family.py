@@ -233,7 +233,9 @@ def answer_rows(rows):
     one where they trained alike): the epochs compared, the highest mean and
     the starts within seed noise of it, and against the reference (lecun)
     the best start whose weights are (mostly) zero and the paper's scheme
-    (all layers). A list of table cells per model."""
+    (all layers), the latter also with the batch norms' statistics
+    recomputed where every seed of both has them for that epoch. A list of
+    table cells per model."""
     table = []
     for model in _models_in_study_order(rows):
         mine = {k: m for k, m in rows.items() if m["model"].split("_")[0] == model}
@@ -255,16 +257,21 @@ def answer_rows(rows):
         if reference is not None and zero:
             top = max(zero, key=lambda k: means[k][0])
             against[0] = f"{mine[top]['method']}: {_difference(means[top], means[reference])}"
+        recomputed = "-"
         if reference is not None and paper is not None:
             against[1] = _difference(means[paper], means[reference])
+            measured = [mine[k]["recomputed"] for k in (paper, reference)]
+            if (all(mine[k]["epochs"] == epoch for k in (paper, reference))
+                    and None not in measured[0] + measured[1]):
+                recomputed = _difference(*map(confidence_interval, measured))
         table.append([model, epochs, f"{mine[best]['method']}, {format_interval(*means[best])}",
-                      ", ".join(close) or "none", *against])
+                      ", ".join(close) or "none", *against, recomputed])
     return table
 
 
 ANSWER_HEADER = ("| model | epochs compared | highest mean test accuracy | within seed noise of it "
                  "| best zero-weight start, minus the reference | the paper's scheme, minus "
-                 "the reference |")
+                 "the reference | the same, batch norm statistics recomputed |")
 
 
 def _plot(rows, path):
@@ -342,7 +349,8 @@ def family_section(runs_by_key, out):
     lines += ["", "Which start trains best, per model, at the last epoch all its starts have "
               "(95% intervals over seeds; a difference's half-width is the two half-widths in "
               "quadrature; the zero-weight starts are all but lecun, Glorot and He; the paper's "
-              "scheme is zero_normal in all layers):", "", ANSWER_HEADER, "| --- " * 6 + "|",
+              "scheme is zero_normal in all layers; batch norm statistics recomputed as in the last "
+              "column above, - where a seed has none):", "", ANSWER_HEADER, "| --- " * 7 + "|",
               *("| " + " | ".join(cells) + " |" for cells in answer_rows(rows)), ""]
     missing = [e for e in FAMILY if e not in found]
     if missing:
