@@ -179,3 +179,41 @@ def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_and_reco
     assert missing.returncode == 1 and missing.stderr.strip() == (
         f"bn_statistics: {workdir / 'model.keras'} not found; give the directory of a "
         "finished run that kept its model (not --nosave_model)")
+
+
+def test_symmetry_at_start_rebuilds_the_rows_a_run_recorded_before_training(
+        data_dir, cifar10, tmp_path):
+    from kzero.config import RunConfig
+    from kzero.train import train
+
+    workdir = tmp_path / "run"
+    # ZerO on the CNN starts with copies and dead units in most layers, so
+    # the rows tell a rebuild of the wrong start from the right one.
+    config = RunConfig(dataset="cifar10", model="cnn", scheme="zero_hadamard", epochs=1,
+                       max_examples=256, data_dir=data_dir, record_gradients=False,
+                       record_activations=False, save_model=False)
+    train(config, str(workdir), cifar10, verbose=0)
+    recorded = (workdir / "symmetry.csv").read_text()
+
+    def rebuild():
+        return json.loads(run_script("scripts/symmetry_at_start.py", str(workdir),
+                                     f"--data_dir={data_dir}").strip().splitlines()[-1])
+
+    result = rebuild()
+    assert result["symmetry_csv"] == "had epoch 0" and result["equal"] is True
+    assert result["copies"] > 0 and 0 < result["dead"] < result["units"]
+    assert (workdir / "symmetry.csv").read_text() == recorded
+    # A run that recorded only from a later epoch gets the rows it would have
+    # recorded at the start, before its own.
+    rows = read_csv(workdir / "symmetry.csv")
+    header, *lines = recorded.splitlines(keepends=True)
+    (workdir / "symmetry.csv").write_text(
+        header + "".join(line for line, row in zip(lines, rows) if row["epoch"] != "0"))
+    assert rebuild()["symmetry_csv"] == "epoch 0 added"
+    assert (workdir / "symmetry.csv").read_text() == recorded
+    os.remove(workdir / "symmetry.csv")
+    missing = subprocess.run([sys.executable, "scripts/symmetry_at_start.py", str(workdir)],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        f"symmetry_at_start: {workdir / 'symmetry.csv'} not found; give the directory of a "
+        "run that recorded symmetry (not --norecord_symmetry)")
