@@ -2,8 +2,10 @@
 units that copy another unit of their layer and the dead ones, per conv and
 dense layer, as its `symmetry.csv` records them at epoch 0. A run that
 recorded symmetry only from a later epoch (one extended with it switched on)
-gets those rows added; kzero draws a run's initial weights from its seed
-alone, so they are the ones the run started from.
+gets those rows added. kzero draws a run's initial weights from its seed
+alone, with the same stream under every backend (`INIT_STREAM`, recorded in
+the run's provenance), so they are the ones the run started from; a run
+whose stream differs is refused in one line.
 
     python scripts/symmetry_at_start.py RUN_DIR [--data_dir=DIR]
 
@@ -25,6 +27,10 @@ flags.DEFINE_string("data_dir", None, "Where the dataset files are (default: $KZ
 FLAGS = flags.FLAGS
 
 
+class CannotRebuild(Exception):
+    """A run whose initial weights this kzero does not draw."""
+
+
 def rows_at_start(workdir, data_dir=None):
     """The epoch 0 rows of `symmetry.csv` for the run in `workdir`: its fresh
     model, rebuilt from its config, measured on its probe batch as the
@@ -32,10 +38,15 @@ def rows_at_start(workdir, data_dir=None):
     from kzero.callbacks import SymmetryMonitor
     from kzero.config import RunConfig
     from kzero.datasets import load_dataset
+    from kzero.initializers import INIT_STREAM
     from kzero.records import read_rows
     from kzero.train import SYMMETRY_PROBE_SIZE, build_run_model, run_arrays, run_probe
 
     config = RunConfig.read(os.path.join(workdir, "config.json"))
+    if config.provenance.init_stream != INIT_STREAM:
+        raise CannotRebuild(f"{workdir}'s initial weights were drawn from init stream "
+                            f"{config.provenance.init_stream} and this kzero draws them from "
+                            f"{INIT_STREAM}, so it cannot rebuild them")
     arrays = run_arrays(config, load_dataset(config.dataset, data_dir))
     probe_x, _ = run_probe(config, arrays)
     with tempfile.TemporaryDirectory() as scratch:
@@ -82,7 +93,7 @@ def main(argv):
 
     try:
         result = merge_start(workdir, FLAGS.data_dir)
-    except (DataError, DamagedFile) as e:
+    except (DataError, DamagedFile, CannotRebuild) as e:
         sys.exit(f"symmetry_at_start: {e}")
     print(json.dumps({"run": workdir, **result}))
 

@@ -184,6 +184,8 @@ def test_bn_statistics_tests_a_kept_model_as_its_run_did_and_with_batch_and_reco
 def test_symmetry_at_start_rebuilds_the_rows_a_run_recorded_before_training(
         data_dir, cifar10, tmp_path):
     from kzero.config import RunConfig
+    from kzero.initializers import INIT_STREAM
+    from kzero.io import write_json
     from kzero.train import train
 
     workdir = tmp_path / "run"
@@ -210,6 +212,16 @@ def test_symmetry_at_start_rebuilds_the_rows_a_run_recorded_before_training(
     (workdir / "symmetry.csv").write_text(
         header + "".join(line for line, row in zip(lines, rows) if row["epoch"] != "0"))
     assert rebuild()["symmetry_csv"] == "epoch 0 added"
+    assert (workdir / "symmetry.csv").read_text() == recorded
+    # A run whose initial weights came from another stream cannot be rebuilt.
+    config_json = read_json(workdir / "config.json")
+    config_json["provenance"]["init_stream"] = None
+    write_json(workdir / "config.json", config_json)
+    older = subprocess.run([sys.executable, "scripts/symmetry_at_start.py", str(workdir)],
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert older.returncode == 1 and older.stderr.strip() == (
+        f"symmetry_at_start: {workdir}'s initial weights were drawn from init stream None and "
+        f"this kzero draws them from {INIT_STREAM}, so it cannot rebuild them")
     assert (workdir / "symmetry.csv").read_text() == recorded
     os.remove(workdir / "symmetry.csv")
     missing = subprocess.run([sys.executable, "scripts/symmetry_at_start.py", str(workdir)],

@@ -350,8 +350,9 @@ def family_section(runs_by_key, out):
     lines += ["", "Which start trains best, per model, at the last epoch all its starts have "
               "(95% intervals over seeds; a difference's half-width is the two half-widths in "
               "quadrature; the zero-weight starts are all but lecun, Glorot and He; the paper's "
-              "scheme is zero_normal in all layers; batch norm statistics recomputed as in the last "
-              "column above, - where a seed has none):", "", ANSWER_HEADER, "| --- " * 7 + "|",
+              "scheme is zero_normal in all layers; batch norm statistics recomputed as in "
+              "the last column above, - where a seed has none):", "", ANSWER_HEADER,
+              "| --- " * 7 + "|",
               *("| " + " | ".join(cells) + " |" for cells in answer_rows(rows)), ""]
     missing = [e for e in FAMILY if e not in found]
     if missing:
