@@ -83,10 +83,11 @@ class Provenance:
     reproduces the grid. runs, base_seed: the grid's seeds per variant.
     sweep: the grid's axes (field -> values). extensions: the modules the
     runner imported first. parallel_group: the runs trained with this one as
-    one model (`--parallel_runs`). backend, accelerator, host, versions,
-    input_pipeline: this process's. init_stream: where the initial weights
-    were drawn (`kzero.initializers.INIT_STREAM`; None in runs of kzero
-    before 0.4, whose weights came from each backend's own generator).
+    one model (`--parallel_runs`). backend, accelerator, processor (the
+    CPU's model name), host, versions, input_pipeline: this process's.
+    init_stream: where the initial weights were drawn
+    (`kzero.initializers.INIT_STREAM`; None in runs of kzero before 0.4,
+    whose weights came from each backend's own generator).
     """
 
     experiment: Optional[str] = None
@@ -98,6 +99,7 @@ class Provenance:
     parallel_group: Optional[tuple] = None
     backend: Optional[str] = None
     accelerator: Optional[str] = None
+    processor: Optional[str] = None
     host: Optional[str] = None
     versions: Optional[dict] = None
     input_pipeline: Optional[str] = None
@@ -451,7 +453,8 @@ class Grid:
         "or optimizers of their own (docs/library.md).")
     runs: int = setting(5, HOW, "Seeds per variant: seed, seed+1, ...")
     parallel_runs: int | str = setting(
-        1, RUNNING, "1: run by run (the default: the same digits on any machine); R: up to R "
+        1, RUNNING, "1: run by run (the default: a run's digits depend on its settings and the "
+        "machine's processor and software, not on the load or the rest of its grid); R: up to R "
         "runs of one architecture (any init scheme, bias scale and seed) trained at once as "
         "one model of replicas, equal to separate runs to float rounding; auto: the group "
         "size a short measurement finds fastest here (worth it on a GPU). Each replica "

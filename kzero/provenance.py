@@ -4,7 +4,7 @@ import platform
 
 import keras
 
-__all__ = ["accelerator", "library_versions", "stamp"]
+__all__ = ["accelerator", "library_versions", "processor", "stamp"]
 
 
 def library_versions():
@@ -42,11 +42,28 @@ def accelerator():
     return "unknown"
 
 
+def processor():
+    """The CPU's model name, e.g. "Intel(R) Xeon(R) Processor", or None where
+    the platform does not say. Runs of one seed under one backend are
+    bit-identical on one CPU model but were not across two models
+    (docs/reproducing.md, "On another CPU"), so a run names its own."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def stamp(config, input_pipeline):
-    """`config` with this process's backend, accelerator, host and library
-    versions, the input pipeline that runs, and the initial weights' stream."""
+    """`config` with this process's backend, accelerator, processor, host and
+    library versions, the input pipeline that runs, and the initial weights' stream."""
     from kzero.initializers import INIT_STREAM
 
     return config.with_provenance(backend=keras.backend.backend(), accelerator=accelerator(),
-                                  host=platform.node(), versions=library_versions(),
+                                  processor=processor(), host=platform.node(),
+                                  versions=library_versions(),
                                   input_pipeline=input_pipeline, init_stream=INIT_STREAM)

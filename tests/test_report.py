@@ -245,6 +245,19 @@ def test_runs_drawn_with_the_backends_own_init_are_marked(tmp_path):
             in (tmp_path / "out" / "report.md").read_text())
 
 
+def test_the_produced_by_lines_name_the_cpu_model_each_run_recorded(tmp_path):
+    # One seed rounds differently on another CPU model, so seeds trained on
+    # two CPUs must show as two setups.
+    for seed, cpu in enumerate(["Intel(R) Xeon(R) Processor", "AMD EPYC 9B14", None]):
+        make_run(tmp_path, "mnist_fnn", "fnn_lecun", seed, [0.9] * 10, epochs=10,
+                 processor=cpu, command="python -m kzero.run --flagfile=flags/mnist_fnn.flags")
+    report([str(tmp_path)], str(tmp_path / "out"))
+    produced_by = [line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+                   if line.startswith("- `python -m kzero.run --flagfile=flags/mnist_fnn.flags`")]
+    assert sorted(line.split(", on ")[1].split(", host")[0] for line in produced_by) == [
+        "cpu", "cpu (AMD EPYC 9B14)", "cpu (Intel(R) Xeon(R) Processor)"]
+
+
 @pytest.mark.slow
 def test_a_fresh_two_epoch_run_is_shown_and_not_compared(tmp_path, data_dir):
     from test_run import flagfile, run_cli

@@ -28,7 +28,8 @@ FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
 CONFIG_KEYS = {"dataset", "model", "scheme", "bias_scale", "activation", "seed", "epochs",
                "batch_size", "learning_rate", "data_dir", "provenance"}
 PROVENANCE_KEYS = {"backend", "versions", "runs", "sweep", "experiment", "input_pipeline",
-                   "command", "host", "accelerator", "init_stream", "parallel_group"}
+                   "command", "host", "accelerator", "processor", "init_stream",
+                   "parallel_group"}
 
 
 def run_cli(*argv):
@@ -179,6 +180,8 @@ def check_run_dir(workdir, epochs, backend=None):
     assert CONFIG_KEYS <= set(config) and PROVENANCE_KEYS <= set(provenance)
     assert provenance["backend"] == (backend or keras.backend.backend())
     assert provenance["versions"]["keras"] == keras.__version__
+    if os.path.exists("/proc/cpuinfo"):  # Linux names its CPU model there
+        assert provenance["processor"], "the run did not record its CPU model"
     assert isinstance(config["model"], str) and isinstance(config["scheme"], str)
     assert workdir.endswith(f"seed_{config['seed']}")
     rows = read_csv(os.path.join(workdir, "metrics.csv"))

@@ -128,7 +128,7 @@ def aggregate(runs):
         "unfinished": sorted(run.config.seed for run in runs
                              if not run.finished and run.diverged_epoch is None),
         "dataset": runs[0].config.dataset,
-        "setups": sorted({(run.provenance.backend, run.provenance.accelerator or "?",
+        "setups": sorted({(run.provenance.backend, _device(run.provenance),
                            run.provenance.host or "?", run.provenance.command or "?")
                           for run in runs}, key=lambda setup: tuple(map(str, setup))),
         "wall_seconds": _wall_seconds(runs),
@@ -182,6 +182,16 @@ def _expected_epochs(run):
     those its protocol imposes, else the figure's."""
     figure = FIGURES.get(_experiment(run))
     return _imposed_epochs(run) or (figure[2] if figure else None)
+
+
+def _device(provenance):
+    """What a run computed on: the accelerator, or the CPU with its model name
+    where the run recorded one, since the same seed rounds differently on
+    another CPU model."""
+    device = provenance.accelerator or "?"
+    if device == "cpu" and provenance.processor:
+        device = f"cpu ({provenance.processor})"
+    return device
 
 
 def planned_epochs(runs):
