@@ -31,7 +31,7 @@ from kzero.config import RunConfig
 from kzero.datasets import get_dataset
 from kzero.io import write_json
 from kzero.pipelines import resolve_pipeline
-from kzero.provenance import stamp
+from kzero.provenance import recorded_processor, resumed_on, stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import diverged_epoch
 from kzero.train import (build_run_model, compile_run_model, finish_run, read_checkpoint,
@@ -248,6 +248,10 @@ def train_parallel(configs, workdirs, arrays, verbose="auto", stop_request=None,
     train_data = _Zipped([train for train, _, _ in pipelines], names)
     test_data = _Zipped([test for _, _, test in pipelines], names)
 
+    # The group's first run says it once where the processor has changed.
+    configs = [resumed_on(config, recorded_processor(workdir), initial_epoch,
+                          log if i == 0 else None)
+               for i, (config, workdir) in enumerate(zip(configs, workdirs))]
     loggers, runs, gradient_recorders = [], [], []
     for config, replica, workdir in zip(configs, replicas, workdirs):
         os.makedirs(workdir, exist_ok=True)

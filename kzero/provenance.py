@@ -1,10 +1,14 @@
 """Where and with what a run ran, for its `config.json`."""
 
+import os
 import platform
 
 import keras
 
-__all__ = ["accelerator", "library_versions", "processor", "stamp"]
+from kzero.io import read_json
+
+__all__ = ["accelerator", "library_versions", "processor", "recorded_processor", "resumed_on",
+           "stamp"]
 
 
 def library_versions():
@@ -67,3 +71,33 @@ def stamp(config, input_pipeline):
                                   processor=processor(), host=platform.node(),
                                   versions=library_versions(),
                                   input_pipeline=input_pipeline, init_stream=INIT_STREAM)
+
+
+def recorded_processor(workdir):
+    """The processor that the config.json in `workdir` names (None where it
+    names none), or None where there is no readable config.json."""
+    try:
+        return read_json(os.path.join(workdir, "config.json"))["provenance"].get("processor")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def resumed_on(config, earlier, initial_epoch, log=None):
+    """`config` for a run that resumes after `initial_epoch` epochs, which the
+    processor `earlier` trained (what its config.json named), with a
+    provenance.processor that keeps that history where the processor has
+    changed: "A up to epoch 13, then B". One seed rounds differently on
+    another CPU model, so such a run equals no run trained on one of them;
+    `log` gets a line that says so."""
+    now = config.provenance.processor
+    if not initial_epoch or now is None:
+        return config
+    if earlier is None:
+        earlier = "a processor not recorded"
+    last = earlier.rsplit(", then ", 1)[-1]
+    if last == now:
+        return config.with_provenance(processor=earlier)
+    if log is not None:
+        log(f"its first {initial_epoch} epochs trained on {last}, the rest train on {now}: "
+            "it will not equal a run trained on either alone")
+    return config.with_provenance(processor=f"{earlier} up to epoch {initial_epoch}, then {now}")

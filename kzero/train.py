@@ -29,7 +29,7 @@ from kzero.optimizers import make_optimizer
 from kzero.pipelines import (count_steps, make_eval_pipeline, make_pipelines, probe_batch,
                              resolve_pipeline, split_holdout)
 from kzero.protocols import alternative_std
-from kzero.provenance import stamp
+from kzero.provenance import recorded_processor, resumed_on, stamp
 from kzero.quiet import import_tensorflow
 from kzero.records import run_summary
 
@@ -244,6 +244,7 @@ def train(config, workdir, arrays=None, verbose="auto", stop_request=None, log=N
 def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks):
     import_tensorflow()  # Keras' saving would import it, with its start-up lines
     os.makedirs(workdir, exist_ok=True)
+    earlier_processor = recorded_processor(workdir)
     config = stamp(config, input_pipeline=resolve_pipeline(config.pipeline))
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     checkpoint = os.path.join(workdir, CHECKPOINT)
@@ -253,6 +254,10 @@ def _train(config, workdir, arrays, verbose, stop_request, log, extra_callbacks)
              if os.path.exists(checkpoint) else None)
     if model is not None:
         initial_epoch = resumed_epoch(model, steps, config.epochs, log)
+        resumed = resumed_on(config, earlier_processor, initial_epoch, log)
+        if resumed != config:
+            config = resumed
+            write_json(os.path.join(workdir, "config.json"), config.to_dict())
     else:
         model = compile_run_model(build_run_model(config), config)
         initial_epoch = 0

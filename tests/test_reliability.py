@@ -370,6 +370,69 @@ def test_a_finished_run_asked_for_more_epochs_is_extended_as_if_trained_that_lon
            capsys.readouterr().out
 
 
+@pytest.mark.once
+def test_a_run_extended_on_another_processor_names_both_and_says_so(tmp_path, mnist, capsys,
+                                                                    monkeypatch):
+    """One seed rounds differently on another CPU model, so a run whose
+    epochs trained on two keeps both in its provenance, with the epoch where
+    the second took over."""
+    from kzero import provenance
+    from kzero.grid import run_grid
+
+    workdir = tmp_path / "runs" / "tiny" / "logreg_zero_normal_x1" / "seed_0"
+
+    def extend_on(cpu, epochs):
+        monkeypatch.setattr(provenance, "processor", lambda: cpu)
+        capsys.readouterr()
+        run_grid(_tiny_grid(tmp_path, runs=1, epochs=epochs), arrays=mnist, verbose=0)
+        return (read_json(workdir / "config.json")["provenance"]["processor"],
+                capsys.readouterr().out)
+
+    assert extend_on("CPU A", 2)[0] == "CPU A"
+    recorded, out = extend_on("CPU B", 3)
+    assert recorded == "CPU A up to epoch 2, then CPU B"
+    assert ("its first 2 epochs trained on CPU A, the rest train on CPU B: it will not equal "
+            "a run trained on either alone") in out
+    recorded, out = extend_on("CPU B", 4)
+    assert recorded == "CPU A up to epoch 2, then CPU B" and "will not equal" not in out
+    assert extend_on("CPU A", 5)[0] == "CPU A up to epoch 2, then CPU B up to epoch 4, then CPU A"
+    assert len(read_csv(workdir / "metrics.csv")) == 5
+
+
+@pytest.mark.once
+def test_a_parallel_group_resumed_on_another_processor_names_both_in_each_run(
+        tmp_path, mnist, monkeypatch):
+    import threading
+
+    import keras
+
+    from kzero import provenance
+    from kzero.config import RunConfig
+    from kzero.parallel import train_parallel
+
+    configs = [RunConfig(model="logreg", scheme="zero_normal", seed=seed, epochs=2,
+                         max_examples=256, batch_size=64, record_symmetry=False,
+                         record_activations=False) for seed in (0, 1)]
+    workdirs = [str(tmp_path / f"seed_{seed}") for seed in (0, 1)]
+    stop = threading.Event()
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            stop.set()  # after the group's checkpoint of epoch 1
+
+    monkeypatch.setattr(provenance, "processor", lambda: "CPU A")
+    with pytest.raises(KeyboardInterrupt):
+        train_parallel(configs, workdirs, mnist, verbose=0, stop_request=stop,
+                       callbacks=[StopAfterFirstEpoch()])
+    monkeypatch.setattr(provenance, "processor", lambda: "CPU B")
+    lines = []
+    train_parallel(configs, workdirs, mnist, verbose=0, log=lines.append)
+    for workdir in workdirs:
+        assert read_json(os.path.join(workdir, "config.json"))["provenance"]["processor"] == \
+            "CPU A up to epoch 1, then CPU B"
+    assert sum("will not equal a run trained on either alone" in line for line in lines) == 1
+
+
 def test_an_extension_stopped_before_its_first_new_epoch_finishes_when_rerun_as_before(
         tmp_path, mnist, capsys):
     """An extension moves the kept model back to a checkpoint; stopped before
