@@ -264,7 +264,7 @@ def test_the_grid_runs_from_a_config_without_flags(tmp_path, mnist, capsys):
     for run in runs:
         workdir = tmp_path / "direct" / run.variant / f"seed_{run.seed}"
         assert RunConfig.read(str(workdir / "config.json")).with_provenance(
-            backend=None, accelerator=None, host=None, versions=None,
+            backend=None, accelerator=None, processor=None, host=None, versions=None,
             input_pipeline=None, init_stream=None) == run
         assert len(read_csv(workdir / "metrics.csv")) == 1
     capsys.readouterr()
