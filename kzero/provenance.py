@@ -93,7 +93,9 @@ def resumed_on(config, earlier, initial_epoch, log=None):
     if not initial_epoch or now is None:
         return config
     if earlier is None:
-        earlier = "a processor not recorded"
+        # Written by a kzero that did not record processors: nothing to compare.
+        return config.with_provenance(
+            processor=f"a processor not recorded up to epoch {initial_epoch}, then {now}")
     last = earlier.rsplit(", then ", 1)[-1]
     if last == now:
         return config.with_provenance(processor=earlier)

@@ -399,6 +399,18 @@ def test_a_run_extended_on_another_processor_names_both_and_says_so(tmp_path, mn
     assert len(read_csv(workdir / "metrics.csv")) == 5
 
 
+def test_a_run_resumed_from_a_config_without_a_processor_says_it_is_unknown():
+    from kzero.config import RunConfig
+    from kzero.provenance import resumed_on
+
+    lines = []
+    config = RunConfig().with_provenance(processor="CPU B")
+    assert resumed_on(config, None, 3, lines.append).provenance.processor == \
+        "a processor not recorded up to epoch 3, then CPU B"
+    assert lines == []  # the first epochs may have trained on this CPU: no warning
+    assert resumed_on(config, None, 0, lines.append) == config  # a run that starts anew
+
+
 @pytest.mark.once
 def test_a_parallel_group_resumed_on_another_processor_names_both_in_each_run(
         tmp_path, mnist, monkeypatch):
