@@ -5,7 +5,7 @@ import platform
 
 import keras
 
-from kzero.io import read_json
+from kzero.config import RunConfig
 
 __all__ = ["accelerator", "library_versions", "processor", "recorded_processor", "resumed_on",
            "stamp"]
@@ -77,8 +77,9 @@ def recorded_processor(workdir):
     """The processor that the config.json in `workdir` names (None where it
     names none), or None where there is no readable config.json."""
     try:
-        return read_json(os.path.join(workdir, "config.json"))["provenance"].get("processor")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return RunConfig.read(os.path.join(workdir, "config.json"),
+                              check_names=False).provenance.processor
+    except (OSError, ValueError, TypeError):
         return None
 
 
